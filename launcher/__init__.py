@@ -1,0 +1,1 @@
+"""medbench launcher: the ``launcher`` command. Never imports torch."""

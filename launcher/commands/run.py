@@ -1,0 +1,36 @@
+"""``launcher run models.yaml``: run every model locally, one after another."""
+
+from __future__ import annotations
+
+from runner.config import check_safe_name, load_config
+from runner.errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run every model of a models.yaml locally (CPU or local GPU)")
+    p.add_argument("config", help="models.yaml")
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="run only this model (id or folder name); repeatable")
+    p.add_argument("--output", metavar="DIR", help="override the config's output (folder or s3://)")
+    p.add_argument("--run-id", metavar="ID",
+                   help="use this run id instead of the one derived from the config and questions")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from launcher.local import run_local
+
+    cfg = load_config(args.config)
+    if args.output:
+        cfg.output = args.output
+    if args.run_id:
+        try:
+            check_safe_name(args.run_id, "--run-id")
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        if "/" in args.run_id:
+            raise InputError("--run-id must not contain '/'")
+    for name in args.only or []:
+        cfg.model(name)  # unknown names fail before anything is written
+    _plan, manifests = run_local(cfg, only=args.only, run_id=args.run_id)
+    return 0 if all(m.status == "complete" for m in manifests) else 1

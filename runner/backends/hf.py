@@ -1,0 +1,263 @@
+"""``backend: hf``: a local causal LM through transformers, batched.
+
+Batches are left-padded (decoder-only models continue from the right edge), the runner
+hands over prompts sorted by length, and ``batch_size: auto`` halves itself on an
+out-of-memory error instead of failing the model.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+# Loading bars from transformers/gguf would tear through the runner's own progress display.
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from runner.backends.base import GenerateBackend, GenRequest, GenResult  # noqa: E402
+from runner.errors import BackendUnavailable, ConfigError  # noqa: E402
+from runner.prompts import build_prompt, choose_format  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+AUTO_BATCH_CPU = 8
+AUTO_BATCH_CUDA = 32
+
+
+def resolve_source(model_id: str, path: str | None) -> str:
+    """Where weights are read from: a folder, a package that ships them, or the Hub id."""
+    if not path:
+        return model_id
+    if path.startswith("pkg:"):
+        pkg = path[4:]
+        try:
+            return str(importlib.resources.files(pkg))
+        except ModuleNotFoundError:
+            raise BackendUnavailable(
+                f"{model_id}: path {path!r}: the package {pkg!r} is not installed "
+                f"(pip install {pkg.replace('_', '-')})"
+            ) from None
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ConfigError(f"{model_id}: path {path!r} does not exist")
+    return str(p)
+
+
+def pick_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("device 'cuda' requested but no CUDA GPU is visible")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def torch_dtype(name: str, device: str):
+    if name == "auto":
+        # Half precision on CPU is slow and, for some ops, unsupported.
+        return "auto" if device == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def quantization_config(mode: str, device: str):
+    if mode == "none":
+        return None
+    if device != "cuda":
+        raise BackendUnavailable(
+            f"quantization {mode!r} needs a CUDA GPU (bitsandbytes); set quantization: none for CPU"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if mode == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def is_oom(e: BaseException) -> bool:
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+
+
+def hardware_info(device: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": device, "torch": torch.__version__}
+    if device == "cuda":
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    else:
+        info["threads"] = torch.get_num_threads()
+    return info
+
+
+def load_tokenizer(spec, source: str):
+    kwargs: dict[str, Any] = {}
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    if getattr(spec, "gguf_file", None):
+        kwargs["gguf_file"] = spec.gguf_file
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise BackendUnavailable(f"{spec.id}: cannot load the tokenizer from {source}: {e}") from e
+
+
+class HFBackend(GenerateBackend):
+    def __init__(self, task):
+        super().__init__(task)
+        self.model = None
+        self.tokenizer = None
+        self.device = "cpu"
+        self.auto_batch = self.spec.batch_size == "auto"
+        self.batch_size = 1 if self.auto_batch else int(self.spec.batch_size)
+        self.prompt_rule = "unknown"
+        self.oom_backoffs = 0
+
+    # --- loading ---------------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        spec = self.spec
+        self.device = pick_device(spec.device)
+        source = resolve_source(spec.id, spec.path)
+        tok = load_tokenizer(spec, source)
+        # Decoder-only generation continues from the right edge, so padding goes left.
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token or tok.unk_token
+        kwargs: dict[str, Any] = {"dtype": torch_dtype(spec.dtype, self.device)}
+        if spec.revision:
+            kwargs["revision"] = spec.revision
+        if spec.gguf_file:
+            kwargs["gguf_file"] = spec.gguf_file
+        qc = quantization_config(spec.quantization, self.device)
+        if qc is not None:
+            kwargs["quantization_config"] = qc
+        if self.device == "cuda":
+            kwargs["device_map"] = "auto"
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except OSError as e:
+            raise BackendUnavailable(f"{spec.id}: cannot load the model from {source}: {e}") from e
+        if self.device == "cpu":
+            model = model.to("cpu")
+        model.eval()
+        self.model, self.tokenizer = model, tok
+        if self.auto_batch:
+            self.batch_size = AUTO_BATCH_CUDA if self.device == "cuda" else AUTO_BATCH_CPU
+        self.prompt_rule = choose_format(spec.prompt_format, tok, spec.id)
+        return {
+            "revision": getattr(model.config, "_commit_hash", None) or spec.revision or source,
+            "hardware": hardware_info(self.device),
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            "prompt_rule": self.prompt_rule,
+            "batch_size": self.batch_size,
+        }
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # --- prompts ---------------------------------------------------------------------
+
+    def build_prompt(self, req: GenRequest) -> str:
+        return build_prompt(self.prompt_rule, self.tokenizer, req.system, req.user, req.templated)
+
+    def _encode(self, prompts: list[str]):
+        # A chat template already carries the special tokens (BOS); adding them twice
+        # changes the answers.
+        special = self.prompt_rule in ("plain", "pmc-llama")
+        kwargs: dict[str, Any] = {}
+        if self.spec.max_input_tokens:
+            kwargs = {"truncation": True, "max_length": self.spec.max_input_tokens}
+            self.tokenizer.truncation_side = "left"
+        return self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=special, **kwargs
+        )
+
+    def prompt_length(self, prompt: Any) -> int:
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    # --- generation ------------------------------------------------------------------
+
+    def _stop_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        ids = ids if isinstance(ids, list) else [ids]
+        return {i for i in ids if i is not None}
+
+    def _generate_batch(self, requests: list[GenRequest]) -> list[GenResult]:
+        gen = self.task.generation
+        enc = self._encode([r.prompt for r in requests]).to(self.model.device)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": gen.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if gen.temperature > 0:
+            torch.manual_seed(gen.seed)
+            kwargs.update(do_sample=True, temperature=gen.temperature)
+            if gen.top_p is not None:
+                kwargs["top_p"] = gen.top_p
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if gen.stop:
+            kwargs.update(stop_strings=gen.stop, tokenizer=self.tokenizer)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        elapsed = time.perf_counter() - t0
+        width = enc["input_ids"].shape[1]
+        stop_ids = self._stop_ids()
+        results = []
+        for row, mask in zip(out, enc["attention_mask"], strict=True):
+            new = row[width:].tolist()
+            n, finish = len(new), "length"
+            for i, tid in enumerate(new):
+                if tid in stop_ids:
+                    n, finish = i + 1, "stop"
+                    break
+            else:
+                while n and new[n - 1] == self.tokenizer.pad_token_id and n < gen.max_new_tokens:
+                    n -= 1
+            text = self.tokenizer.decode(new[:n], skip_special_tokens=True).strip()
+            if finish == "length" and gen.stop and any(s in text for s in gen.stop):
+                finish = "stop"
+            results.append(
+                GenResult(
+                    text=text,
+                    finish_reason=finish,
+                    input_tokens=int(mask.sum()),
+                    output_tokens=n,
+                    latency_s=round(elapsed, 4),
+                )
+            )
+        return results
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        try:
+            return self._generate_batch(requests)
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if not self.auto_batch or len(requests) == 1:
+                msg = f"out of memory with batch size {len(requests)}"
+                if not self.auto_batch:
+                    msg += "; lower batch_size or set batch_size: auto"
+                return [GenResult(text=None, error=msg) for _ in requests]
+            half = max(1, len(requests) // 2)
+            self.batch_size = half
+            self.oom_backoffs += 1
+            log.warning("out of memory at batch size %d; retrying at %d", len(requests), half)
+            return self.generate(requests[:half]) + self.generate(requests[half:])

@@ -1,0 +1,146 @@
+"""The questions file: JSONL, one object a line, seed-compatible.
+
+``{"question": "..."}`` alone is valid. Optional keys: ``id`` (default: the 1-based line
+number, as a string), ``context``, ``options`` (a list, or a mapping of letters to text),
+``answer`` (an option letter or text), ``reference`` and ``meta``.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runner.errors import QuestionsError
+
+LETTERS = string.ascii_uppercase
+
+
+class Question(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    question: str = Field(min_length=1)
+    context: str | None = None
+    options: dict[str, str] | None = None
+    answer: str | None = None
+    reference: str | None = None
+    meta: Any = None
+    # 1-based position in the file's questions (not its line): the N of N.txt.
+    index: int = Field(0, exclude=True)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_str(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("id must be a string or a number")
+        return str(v) if isinstance(v, int) else v
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("question must not be blank")
+        return v
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, list):
+            if len(v) < 2:
+                raise ValueError("options needs at least two choices")
+            if len(v) > len(LETTERS):
+                raise ValueError(f"options may have at most {len(LETTERS)} choices")
+            if not all(isinstance(o, str | int | float) for o in v):
+                raise ValueError("options must be strings")
+            return {LETTERS[i]: str(o) for i, o in enumerate(v)}
+        if isinstance(v, dict):
+            if len(v) < 2:
+                raise ValueError("options needs at least two choices")
+            return {str(k).strip(): str(o) for k, o in v.items()}
+        raise ValueError("options must be a list or a mapping of letters to text")
+
+    @property
+    def is_multiple_choice(self) -> bool:
+        return bool(self.options)
+
+    @property
+    def gold_letter(self) -> str | None:
+        """The gold answer as an option letter, whether given as a letter or as the text."""
+        if not self.options or self.answer is None:
+            return None
+        a = self.answer.strip()
+        if a in self.options:
+            return a
+        if a.upper() in self.options:
+            return a.upper()
+        for k, text in self.options.items():
+            if text.strip().lower() == a.lower():
+                return k
+        return None
+
+    def record(self) -> dict:
+        """The question as stored in questions.jsonl (exactly what the run used)."""
+        return self.model_dump(exclude_none=True)
+
+
+def parse_questions(lines: list[str], source: str) -> list[Question]:
+    out: list[Question] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise QuestionsError(f"{source}:{lineno}: not valid JSON: {e.msg}") from None
+        if not isinstance(obj, dict):
+            raise QuestionsError(f"{source}:{lineno}: expected a JSON object like {{\"question\": \"...\"}}")
+        if "question" not in obj:
+            raise QuestionsError(f"{source}:{lineno}: missing the 'question' key")
+        obj.setdefault("id", str(lineno))
+        try:
+            q = Question.model_validate(obj)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (allowed: id, question, context, options, answer, reference, meta)"
+            raise QuestionsError(f"{source}:{lineno}: {field}: {msg}") from None
+        if q.answer is not None and q.options and q.gold_letter is None:
+            raise QuestionsError(
+                f"{source}:{lineno}: answer {q.answer!r} is neither an option letter nor an option's text"
+            )
+        if q.id in seen:
+            raise QuestionsError(
+                f"{source}:{lineno}: duplicate id {q.id!r} (first on line {seen[q.id]}); ids must be unique"
+            )
+        seen[q.id] = lineno
+        q.index = len(out) + 1
+        out.append(q)
+    if not out:
+        raise QuestionsError(f"{source}: no questions (expected JSONL lines like {{\"question\": \"...\"}})")
+    return out
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    p = Path(path)
+    if not p.exists():
+        raise QuestionsError(f"{p}: no such questions file")
+    if p.is_dir():
+        raise QuestionsError(f"{p}: is a folder; expected a JSONL file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise QuestionsError(f"{p}: cannot read: {e}") from None
+    return parse_questions(text.splitlines(), str(p))
+
+
+def dump_questions(questions: list[Question]) -> str:
+    return "".join(json.dumps(q.record(), ensure_ascii=False) + "\n" for q in questions)

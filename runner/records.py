@@ -1,0 +1,109 @@
+"""The typed artefacts a run leaves in storage (see DESIGN.md, "What a run leaves").
+
+Each carries a ``schema_version`` so the report and ``collect`` can read runs written by
+older versions and refuse newer ones clearly.
+"""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ResponseRecord(BaseModel):
+    """One line of responses.jsonl: one question put to one model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    index: int
+    prompt: Any = Field(description="Exactly what was sent: a string, or a list of chat messages.")
+    response: str | None = None
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    latency_s: float | None = None
+    error: str | None = None
+    attempts: int = 1
+    cost_usd: float | None = None
+    # Loglikelihood scoring only.
+    option_loglikelihoods: list[float] | None = None
+    prediction: str | None = None
+    prediction_norm: str | None = None
+    # Encoders only.
+    dimension: int | None = None
+    truncated: bool | None = None
+
+
+class ModelManifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    model: str
+    model_dir: str
+    backend: str
+    kind: Literal["generate", "embed"] = "generate"
+    revision: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    params_hash: str = ""
+    system_prompt_hash: str | None = None
+    prompt_rule: str | None = None
+    hardware: dict[str, Any] = Field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    status: Literal["running", "complete", "failed"] = "running"
+    error: str | None = None
+    total: int = 0
+    done: int = 0
+    errors: int = 0
+    throughput: dict[str, Any] = Field(default_factory=dict)
+    usage: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+class RunInfo(BaseModel):
+    """run.json: the resolved config (no secrets), versions and when it was made."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    name: str
+    created_at: str
+    config: dict[str, Any]
+    system_prompts: dict[str, str | None] = Field(
+        default_factory=dict, description="model_dir -> the exact system prompt text"
+    )
+    questions_sha256: str
+    n_questions: int
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+_PACKAGES = (
+    "medbench", "torch", "transformers", "accelerate", "bitsandbytes", "gguf", "openai",
+    "google-genai", "numpy", "boto3", "pydantic",
+)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
