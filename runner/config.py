@@ -406,6 +406,8 @@ def format_validation_error(e: ValidationError, source: str, lines: dict[tuple, 
     out = []
     for err in e.errors():
         parts = _loc_parts(tuple(err["loc"]))
+        if err["type"] == "union_tag_invalid":
+            parts += ("backend",)
         line = None
         for n in range(len(parts), -1, -1):
             if parts[:n] in lines:
@@ -428,7 +430,7 @@ def parse_config(text: str, source: str = "models.yaml", base_dir: Path | None =
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(e, "problem", None) or str(e)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     if data is None:
         raise ConfigError(f"{source}: the file is empty; it needs at least 'questions' and 'models'")
