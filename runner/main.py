@@ -1,0 +1,336 @@
+"""The ``runner`` console script: what a cluster pod runs, one model (or one shard of one).
+
+The Kubernetes Jobs are built against exactly this contract. Each setting is an environment
+variable, or the flag beside it (a flag wins):
+
+    MEDBENCH_OUTPUT        where the run lives: s3://bucket/prefix or a folder      --output
+    MEDBENCH_RUN_ID        the staged run (its run.json and questions.jsonl)        --run-id
+    MEDBENCH_MODEL         the model's folder name (model_dir) or id                --model
+    MEDBENCH_SHARDS        shards of this model; default the config's ``shards``    --shards
+    JOB_COMPLETION_INDEX   this pod's shard, 0-based (Indexed Job); default 0       --shard
+    AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...  for s3://       --endpoint
+    MEDBENCH_LOG_INTERVAL  seconds between uploads of the runner's log; default 30
+
+The runner reads run.json and questions.jsonl from storage, rebuilds the plan, skips the
+answers already stored, writes each new one as it comes, and keeps its own log in storage
+(``<model_dir>/runner.log``, or ``shards/<i>.log``) so the log outlives the pod; a restarted pod
+appends to it.
+
+Exit status: 0 complete; 1 failed (another attempt continues where this one stopped);
+2 bad input (unknown model, missing run.json, bad settings), with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from runner.config import check_safe_name
+from runner.errors import InputError, MedbenchError, StorageError, StorageNotFound
+from runner.execute import Keys, ModelRun, load_staged_questions
+from runner.plan import ModelTask, Plan, plan_from_run
+from runner.records import SCHEMA_VERSION, ModelManifest, RunInfo
+from runner.storage import Storage, open_storage
+
+log = logging.getLogger("medbench.runner")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What this process runs: resolved from flags and the environment, checked."""
+
+    output: str
+    run_id: str
+    model: str
+    shard: int
+    shards: int | None
+    endpoint: str | None
+    log_interval: float
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="runner",
+        description="Run one model (or one shard of it) of a staged medbench run. "
+        "Every option may instead come from the environment variable in brackets.",
+    )
+    p.add_argument("--output", help="storage URL: s3://bucket/prefix or a folder [MEDBENCH_OUTPUT]")
+    p.add_argument("--run-id", help="the staged run's id [MEDBENCH_RUN_ID]")
+    p.add_argument("--model", help="the model's folder name or id [MEDBENCH_MODEL]")
+    p.add_argument("--shard", help="this shard, 0-based [JOB_COMPLETION_INDEX]")
+    p.add_argument("--shards", help="how many shards [MEDBENCH_SHARDS]; default the config's")
+    p.add_argument("--endpoint", help="S3 endpoint URL [AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]")
+    return p.parse_args(argv)
+
+
+def _setting(flag: str | None, env: str, what: str) -> str:
+    value = flag if flag is not None else os.environ.get(env)
+    if not value:
+        raise InputError(f"{what} is not set: pass --{what} or set {env}")
+    return value
+
+
+def _whole(raw: str, name: str, minimum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InputError(f"{name}={raw!r}: expected a whole number") from None
+    if value < minimum:
+        raise InputError(f"{name}={raw!r}: expected at least {minimum}")
+    return value
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    output = _setting(args.output, "MEDBENCH_OUTPUT", "output")
+    run_id = _setting(args.run_id, "MEDBENCH_RUN_ID", "run-id")
+    model = _setting(args.model, "MEDBENCH_MODEL", "model")
+    try:
+        check_safe_name(run_id, "run id")
+        check_safe_name(model, "model")
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if "/" in run_id:
+        raise InputError("run id must not contain '/'")
+    shard_raw = args.shard if args.shard is not None else os.environ.get("JOB_COMPLETION_INDEX", "0")
+    shards_raw = args.shards if args.shards is not None else os.environ.get("MEDBENCH_SHARDS")
+    return Target(
+        output=output,
+        run_id=run_id,
+        model=model,
+        shard=_whole(shard_raw, "shard (JOB_COMPLETION_INDEX)", 0),
+        shards=_whole(shards_raw, "shards (MEDBENCH_SHARDS)", 1) if shards_raw else None,
+        endpoint=args.endpoint,
+        log_interval=_seconds(os.environ.get("MEDBENCH_LOG_INTERVAL", "30"), "MEDBENCH_LOG_INTERVAL"),
+    )
+
+
+def _seconds(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"{name}={raw!r}: expected a number of seconds") from None
+    if not value > 0:
+        raise InputError(f"{name}={raw!r}: expected more than 0 seconds")
+    return value
+
+
+def load_run(storage: Storage, run_id: str) -> Plan:
+    """The staged run's plan, from run.json and questions.jsonl; InputError if unusable."""
+    keys = Keys(run_id)
+    where = f"{storage.url}/{keys.run_json}"
+    try:
+        raw = storage.read_bytes(keys.run_json)
+    except StorageNotFound:
+        raise InputError(
+            f"{where} not found: no run '{run_id}' is staged there "
+            "(stage it with `launcher submit`, or check MEDBENCH_OUTPUT and MEDBENCH_RUN_ID)"
+        ) from None
+    try:
+        info = RunInfo.model_validate_json(raw)
+    except ValidationError as e:
+        raise InputError(f"{where}: not a valid run description: {_first_error(e)}") from None
+    if info.schema_version > SCHEMA_VERSION:
+        raise InputError(f"{where}: written by a newer medbench (schema {info.schema_version}); "
+                         f"this runner reads schema {SCHEMA_VERSION}")
+    if info.run_id != run_id:
+        raise InputError(f"{where} describes run '{info.run_id}', not '{run_id}'")
+    try:
+        questions = load_staged_questions(storage, run_id)
+    except StorageNotFound:
+        raise InputError(f"{storage.url}/{keys.questions} not found: the run was not fully staged") from None
+    try:
+        return plan_from_run(info, questions)
+    except ValidationError as e:
+        raise InputError(f"{where}: its config is not valid: {_first_error(e)}") from None
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else err["msg"]
+
+
+def pick_task(plan: Plan, target: Target) -> tuple[ModelTask, int]:
+    """The model this process runs and its shard count, checked against the config."""
+    task = plan.task(target.model)  # ConfigError naming the known models
+    shards = target.shards if target.shards is not None else task.spec.shards
+    if shards != task.spec.shards:
+        raise InputError(
+            f"MEDBENCH_SHARDS={shards}, but model '{task.model_dir}' is configured with "
+            f"shards: {task.spec.shards}"
+        )
+    if target.shard >= shards:
+        raise InputError(f"shard {target.shard} is out of range: model '{task.model_dir}' has "
+                         f"{shards} shard(s), numbered from 0")
+    return task, shards
+
+
+# --- the log that outlives the pod ----------------------------------------------------------
+
+
+class StorageLog:
+    """Copies this process's log lines to a key in storage, every few seconds and at exit.
+
+    A restarted pod first fetches what earlier attempts wrote and appends to it, so one file
+    tells the whole story of a model across preemptions.
+    """
+
+    def __init__(self, storage: Storage, key: str, interval: float):
+        self.storage, self.key, self.interval = storage, key, interval
+        fd, name = tempfile.mkstemp(prefix="medbench-runner-", suffix=".log")
+        os.close(fd)
+        self.path = Path(name)
+        self.handler = logging.FileHandler(self.path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="log-upload", daemon=True)
+        self._uploaded_size = -1
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> StorageLog:
+        try:
+            earlier = self.storage.read_bytes(self.key)
+        except StorageNotFound:
+            earlier = b""
+        except StorageError as e:
+            log.warning("could not read the earlier log %s: %s", self.key, e)
+            earlier = b""
+        self.path.write_bytes(earlier)
+        logging.getLogger().addHandler(self.handler)
+        self._thread.start()
+        return self
+
+    def note(self, line: str) -> None:
+        """A line for the stored log only (stderr already has it in its own words)."""
+        self.handler.acquire()
+        try:
+            self.handler.stream.write(line.rstrip("\n") + "\n")
+            self.handler.flush()
+        finally:
+            self.handler.release()
+
+    def upload(self) -> None:
+        with self._lock:
+            self.handler.flush()
+            size = self.path.stat().st_size
+            if size == self._uploaded_size:
+                return
+            self.storage.upload_file(self.key, self.path)
+            self._uploaded_size = size
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.upload()
+            except StorageError as e:  # storage flapping: the next tick or the exit retries
+                log.debug("log upload failed: %s", e)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        logging.getLogger().removeHandler(self.handler)
+        try:
+            self.upload()
+        except StorageError as e:
+            print(f"warning: the runner log was not saved to {self.key}: {e}", file=sys.stderr)
+        finally:
+            self.handler.close()
+            self.path.unlink(missing_ok=True)
+
+
+class LogProgress:
+    """Progress as log lines (a pod has no terminal): about every 5 %, and at start and end."""
+
+    def __init__(self) -> None:
+        self.name, self.total, self.done, self.step, self.next_at = "", 0, 0, 1, 0
+
+    def start(self, task: ModelTask, total: int, done: int) -> None:
+        self.name, self.total, self.done = task.model_dir, total, done
+        self.step = max(1, total // 20)
+        self.next_at = done + self.step
+        if done:
+            log.info("%s: resuming: %d of %d answers already stored, %d to go",
+                     self.name, done, total, total - done)
+        else:
+            log.info("%s: %d questions to answer", self.name, total)
+
+    def advance(self, n: int, tokens: int) -> None:
+        self.done += n
+        if self.done >= self.next_at or self.done == self.total:
+            log.info("%s: %d/%d answers", self.name, self.done, self.total)
+            self.next_at = self.done + self.step
+
+    def finish(self, manifest: ModelManifest) -> None:
+        log.info("%s: %s (%d/%d answered, %d errors)", manifest.model_dir, manifest.status,
+                 manifest.done, manifest.total, manifest.errors)
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+def _on_sigterm(signum, frame) -> None:
+    # Kubernetes sends SIGTERM before it kills a preempted pod: unwind like Ctrl-C so the
+    # manifest says "failed: interrupted" and the log is uploaded.
+    raise KeyboardInterrupt
+
+
+def run(target: Target) -> int:
+    storage = open_storage(target.output, endpoint_url=target.endpoint)
+    plan = load_run(storage, target.run_id)
+    task, shards = pick_task(plan, target)
+    from runner.backends import backend_class
+
+    backend_class(task.spec.backend)(task).preflight()
+    key = Keys(plan.run_id, task.model_dir).log(target.shard, shards)
+    with StorageLog(storage, key, target.log_interval) as stored_log:
+        where = f" shard {target.shard + 1}/{shards}" if shards > 1 else ""
+        log.info("run %s, model %s%s, storage %s", plan.run_id, task.model_dir, where, storage.url)
+        try:
+            manifest = ModelRun(plan, task, storage, progress=LogProgress(),
+                                shard=target.shard, shards=shards).run()
+        except MedbenchError as e:
+            stored_log.note(f"error: {e}")
+            raise
+        except KeyboardInterrupt:
+            stored_log.note("interrupted: the next attempt continues where this one stopped")
+            raise
+        if manifest.status != "complete":
+            stored_log.note(f"error: {manifest.error}")
+            print(f"error: {task.model_dir}: {manifest.error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger("medbench").setLevel(logging.INFO)
+    # Connection-pool and credential chatter is not about the run; warnings still show.
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return run(resolve_target(args))
+    except MedbenchError as e:
+        for line in str(e).splitlines() or [type(e).__name__]:
+            print(f"error: {line}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue where it stopped", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

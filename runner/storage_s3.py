@@ -1,0 +1,282 @@
+"""``s3://bucket/prefix``: a run in S3-compatible object storage (AWS S3, MinIO, Ceph RGW...).
+
+Imported only when an ``s3://`` output is used. Every botocore call goes through ``_errors``,
+the one place where transport and service failures become a ``StorageError`` with a message a
+person can act on; nothing else in medbench sees a botocore exception.
+
+Settings, all optional:
+
+- endpoint: the ``endpoint_url`` argument (callers pass ``cluster.s3_endpoint``), else
+  ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, else AWS S3 itself;
+- credentials: boto3's usual chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+  ``AWS_SESSION_TOKEN``, a profile, a pod identity), never the config file;
+- ``MEDBENCH_S3_ADDRESSING``: ``path`` / ``virtual`` / ``auto``; default ``path`` when an
+  endpoint is set (MinIO and most Ceph set-ups need it), ``auto`` for AWS;
+- ``MEDBENCH_S3_RETRY_MODE`` (``standard`` or ``adaptive``) and ``MEDBENCH_S3_MAX_ATTEMPTS``
+  (default 8): back-off with jitter on throttling (SlowDown, 503) and 5xx.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+
+from runner.errors import StorageError, StorageNotFound
+from runner.storage import Storage
+
+MiB = 1024 * 1024
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_DENIED = {
+    "AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+    "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+}
+_UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+
+CREDENTIALS_HINT = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment or in .env "
+    "(in the cluster they come from the S3 Secret, cluster.secrets.s3); "
+    "they are never read from models.yaml"
+)
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
+    if not url.startswith("s3://"):
+        raise StorageError(f"{url!r} is not an s3:// URL")
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    if not bucket:
+        raise StorageError(f"{url!r}: missing bucket name; expected s3://bucket/prefix")
+    return bucket, prefix.strip("/")
+
+
+def resolve_endpoint(endpoint_url: str | None) -> str | None:
+    """The explicit endpoint, else the standard AWS environment variables (S3-specific first)."""
+    return (
+        endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or None
+    )
+
+
+class S3Storage(Storage):
+    """Keys under ``s3://bucket/prefix``. A PUT is atomic, so every write is all-or-nothing."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        addressing_style: str | None = None,
+        retry_mode: str | None = None,
+        max_attempts: int | None = None,
+        multipart_threshold: int = 16 * MiB,
+        multipart_chunksize: int = 8 * MiB,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ):
+        self.bucket, self.prefix = parse_s3_url(url)
+        self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.endpoint_url = resolve_endpoint(endpoint_url)
+        addressing = addressing_style or os.environ.get("MEDBENCH_S3_ADDRESSING") or (
+            "path" if self.endpoint_url else "auto")
+        if addressing not in ("path", "virtual", "auto"):
+            raise StorageError(f"MEDBENCH_S3_ADDRESSING={addressing!r}: expected path, virtual or auto")
+        mode = retry_mode or os.environ.get("MEDBENCH_S3_RETRY_MODE") or "standard"
+        if mode not in ("standard", "adaptive"):
+            raise StorageError(f"MEDBENCH_S3_RETRY_MODE={mode!r}: expected standard or adaptive")
+        attempts = max_attempts or _env_int("MEDBENCH_S3_MAX_ATTEMPTS", 8)
+        self.multipart_chunksize = multipart_chunksize
+        config = Config(
+            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            retries={"mode": mode, "total_max_attempts": attempts},  # the first try included
+            s3={"addressing_style": addressing},
+            # boto3 >= 1.36 adds CRC checksums to every request by default; MinIO and Ceph
+            # versions in the wild reject or mis-verify them. Only send them where S3 insists.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=32,
+        )
+        # A session of our own: the default session is shared and not safe across threads.
+        self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config)
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+            max_concurrency=4,
+        )
+
+    # --- the one choke point for botocore errors ------------------------------------------
+
+    @property
+    def where(self) -> str:
+        return self.endpoint_url or "AWS S3"
+
+    @contextlib.contextmanager
+    def _errors(self, op: str, key: str | None = None) -> Iterator[None]:
+        target = f"s3://{self.bucket}/{key}" if key is not None else self.url
+        try:
+            yield
+        except (NoCredentialsError, PartialCredentialsError) as e:
+            raise StorageError(f"no S3 credentials for {target}: {CREDENTIALS_HINT}") from e
+        except _UNREACHABLE as e:
+            raise StorageError(f"cannot reach S3 endpoint {self.where}: {e}") from e
+        except ClientError as e:
+            raise self._client_error(op, target, e) from e
+        except (S3UploadFailedError, RetriesExceededError) as e:
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, ClientError):
+                raise self._client_error(op, target, cause) from e
+            if isinstance(cause, _UNREACHABLE):
+                raise StorageError(f"cannot reach S3 endpoint {self.where}: {cause}") from e
+            raise StorageError(f"S3 {op} {target} failed: {e}") from e
+        except BotoCoreError as e:
+            raise StorageError(f"S3 {op} {target} failed: {e}") from e
+
+    def _client_error(self, op: str, target: str, e: ClientError) -> StorageError:
+        err = e.response.get("Error", {})
+        code = str(err.get("Code", "")) or "?"
+        message = err.get("Message") or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+        if code == "NoSuchBucket":
+            return StorageError(
+                f"bucket '{self.bucket}' does not exist at {self.where}; create it "
+                f"(e.g. aws s3 mb s3://{self.bucket}) or fix 'output:'"
+            )
+        if code in _NOT_FOUND:
+            return StorageNotFound(f"{target}: not found")
+        if code in _DENIED:
+            return StorageError(
+                f"S3 refused {op} on {target} ({code}: {message}); check the credentials: {CREDENTIALS_HINT}"
+            )
+        attempts = e.response.get("ResponseMetadata", {}).get("RetryAttempts")
+        tries = f" after {attempts + 1} attempts" if attempts else ""
+        return StorageError(f"S3 {op} {target} failed{tries}: {code}: {message}")
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        parts = [p for p in key.split("/") if p]
+        if any(p == ".." for p in parts):
+            raise StorageError(f"refusing key with '..': {key}")
+        return "/".join([self.prefix, *parts]) if self.prefix else "/".join(parts)
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+    # --- Storage ---------------------------------------------------------------------------
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        full = self._key(key)
+        with self._errors("PutObject", full):
+            if len(data) >= self._transfer.multipart_threshold:
+                self._client.upload_fileobj(io.BytesIO(data), self.bucket, full, Config=self._transfer)
+            else:
+                self._client.put_object(Bucket=self.bucket, Key=full, Body=data)
+
+    def read_bytes(self, key: str) -> bytes:
+        full = self._key(key)
+        with self._errors("GetObject", full):
+            return self._client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._head(key)
+        except StorageNotFound:
+            return False
+        return True
+
+    def _head(self, key: str) -> dict:
+        full = self._key(key)
+        with self._errors("HeadObject", full):
+            return self._client.head_object(Bucket=self.bucket, Key=full)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(self.list_info(prefix))
+
+    def list_info(self, prefix: str = "") -> dict[str, tuple[int, str | None]]:
+        """Every key under ``prefix`` with its size and ETag, from the listing alone.
+
+        ``prefix`` names a folder, as with a local path: ``run/a`` holds ``run/a/1.txt`` and
+        not ``run/ab/1.txt``.
+        """
+        base = self._key(prefix) if prefix.strip("/") else self.prefix
+        out: dict[str, tuple[int, str | None]] = {}
+        with self._errors("ListObjectsV2", base):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    full = obj["Key"]
+                    if full.endswith("/"):
+                        continue  # a "folder" marker some tools create
+                    if base and not (full == base or full.startswith(base + "/")):
+                        continue
+                    out[self._rel(full)] = (obj["Size"], _etag(obj.get("ETag")))
+        return out
+
+    def delete(self, key: str) -> None:
+        full = self._key(key)
+        with self._errors("DeleteObject", full):
+            self._client.delete_object(Bucket=self.bucket, Key=full)
+
+    def upload_file(self, key: str, path: Path) -> None:
+        """Multipart above the threshold (16 MiB), so large files survive flaky links."""
+        full = self._key(key)
+        with self._errors("upload", full):
+            self._client.upload_file(str(path), self.bucket, full, Config=self._transfer)
+
+    def download_file(self, key: str, path: Path) -> None:
+        """Into a temporary file beside ``path``, then renamed: never a half-written file."""
+        full = self._key(key)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with self._errors("download", full):
+                self._client.download_file(self.bucket, full, tmp, Config=self._transfer)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def size_and_etag(self, key: str) -> tuple[int, str | None]:
+        head = self._head(key)
+        return head["ContentLength"], _etag(head.get("ETag"))
+
+
+def _etag(raw: str | None) -> str | None:
+    return raw.strip('"') if raw else None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StorageError(f"{name}={raw!r}: expected a whole number") from None
+    if value < 1:
+        raise StorageError(f"{name}={raw!r}: expected at least 1")
+    return value
