@@ -25,6 +25,12 @@ def register(sub) -> None:
     p.add_argument("run", help="the run id (printed by `launcher run` / `launcher submit`)")
     add_source_arguments(p)
     p.add_argument("--json", action="store_true", help="print the progress as JSON")
+    p.add_argument("--jobs", action="store_true",
+                   help="add each model's Kubernetes Job state and pod reason (needs cluster access; "
+                        "implied by -n/--context/--kubeconfig)")
+    from launcher.commands.cluster import add_cluster_args
+
+    add_cluster_args(p)
     p.set_defaults(func=cmd_status)
 
 
@@ -86,11 +92,24 @@ def build_table(progress: RunProgress, job_states: dict[str, str] | None = None)
 def cmd_status(args) -> int:
     storage = open_storage(source_url(args), endpoint_url=args.endpoint)
     progress = read_run(storage, check_run_id(args.run))
+    states = None
+    if args.jobs or args.namespace or args.context or args.kubeconfig:
+        from launcher.k8s.client import job_states
+
+        states = job_states(progress.run_id, args.namespace, kubeconfig=args.kubeconfig,
+                            context=args.context)
     console = Console()
     if args.json:
-        print(json.dumps(progress.to_dict(), indent=2))
+        data = progress.to_dict()
+        if states is not None:
+            data["jobs"] = states
+        print(json.dumps(data, indent=2))
         return 0
-    console.print(build_table(progress))
+    # Pod messages may hold '[...]', which rich would read as markup.
+    from rich.markup import escape
+
+    shown = None if states is None else {k: escape(v) for k, v in states.items()}
+    console.print(build_table(progress, shown))
     done = sum(m.done for m in progress.models)
     total = sum(m.total for m in progress.models)
     console.print(f"{done}/{total} answers stored across {len(progress.models)} model(s)", highlight=False)

@@ -1,0 +1,219 @@
+"""``launcher render | submit | logs | cancel``: a run as Kubernetes Jobs, one per model.
+
+``status`` lives in ``launcher.commands.status`` (it also reads progress from storage) and calls
+``launcher.k8s.client.job_states``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from runner.config import RunConfig, load_config
+from runner.errors import InputError
+from runner.storage import is_s3
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def add_cluster_args(p, *, namespace_help: str = "namespace (default: the kubeconfig context's, "
+                     "else medbench)") -> None:
+    """--namespace, --context and --kubeconfig, shared by every command that calls the cluster."""
+    p.add_argument("-n", "--namespace", metavar="NS", help=namespace_help)
+    p.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
+    p.add_argument("--kubeconfig", metavar="FILE",
+                   help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the pod's account)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("render", help="print the Kubernetes Jobs a submit would create, touching nothing")
+    p.add_argument("config", help="models.yaml")
+    p.add_argument("-o", "--out-dir", metavar="DIR", help="write one YAML file per Job into DIR")
+    p.add_argument("-n", "--namespace", metavar="NS", help="override cluster.namespace")
+    _add_shared_output(p)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("submit", help="stage the run in object storage and create one Job per model")
+    p.add_argument("config", help="models.yaml")
+    p.add_argument("--dry-run", action="store_true",
+                   help="server-side dry run: the API server validates every Job; "
+                        "nothing is staged or created")
+    add_cluster_args(p, namespace_help="override cluster.namespace")
+    _add_shared_output(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("logs", help="print the runner's log from the pods of one model")
+    p.add_argument("run", help="run id (printed by submit)")
+    p.add_argument("model", help="model folder name or id")
+    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines of each pod")
+    p.add_argument("--shard", type=int, metavar="I", help="only shard I of a sharded model")
+    add_cluster_args(p)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("cancel", help="delete every Job of a run (answers already stored are kept)")
+    p.add_argument("run", help="run id")
+    add_cluster_args(p)
+    p.set_defaults(func=cmd_cancel)
+
+
+def _add_shared_output(p) -> None:
+    p.add_argument(
+        "--shared-output-pvc", metavar="PVC",
+        help="the config's output is a local folder on a shared filesystem that this PersistentVolumeClaim "
+             "holds; it is mounted at the same absolute path in every pod",
+    )
+
+
+# --- render --------------------------------------------------------------------------------------
+
+
+def _render(args) -> tuple[RunConfig, object, list[dict]]:
+    from launcher.k8s.render import RenderOptions, render_jobs
+    from runner.plan import make_plan
+
+    cfg = load_config(args.config)
+    if args.namespace:
+        cfg.cluster.namespace = args.namespace
+    options = RenderOptions()
+    if not is_s3(cfg.output) and args.shared_output_pvc:
+        options = RenderOptions(output_pvc=args.shared_output_pvc,
+                                output_path=str(Path(cfg.output).resolve()))
+    plan = make_plan(cfg)
+    return cfg, plan, render_jobs(plan, options)
+
+
+def _local_output_message(cfg: RunConfig, source: str) -> str:
+    return (f"{source}: output: '{cfg.output}' is a local folder, which pods in the cluster cannot see; "
+            "use s3://bucket/prefix, or pass --shared-output-pvc PVC if the folder is on a shared "
+            "filesystem held by that PersistentVolumeClaim")
+
+
+def cmd_render(args) -> int:
+    cfg, _plan, jobs = _render(args)
+    if not is_s3(cfg.output) and not args.shared_output_pvc:
+        err_console.print(f"[yellow]warning:[/] {_local_output_message(cfg, args.config)}")
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for job in jobs:
+            path = out / f"{job['metadata']['name']}.yaml"
+            path.write_text(yaml.safe_dump(job, sort_keys=False), encoding="utf-8")
+            console.print(str(path))
+        return 0
+    sys.stdout.write(yaml.safe_dump_all(jobs, sort_keys=False))
+    return 0
+
+
+# --- submit --------------------------------------------------------------------------------------
+
+
+def cmd_submit(args) -> int:
+    from launcher.k8s.client import Cluster
+    from runner.execute import stage_run
+    from runner.storage import open_storage
+
+    # Everything that can be checked without the cluster, first: nothing is staged on bad input.
+    cfg, plan, jobs = _render(args)
+    if not is_s3(cfg.output) and not args.shared_output_pvc:
+        raise InputError(_local_output_message(cfg, args.config))
+
+    # Then the cluster, before anything is staged: a dead API server leaves storage untouched.
+    cluster = Cluster(cfg.cluster.namespace, kubeconfig=args.kubeconfig, context=args.context)
+    cluster.check_reachable()
+    states = {job["metadata"]["name"]: cluster.check_job(job) for job in jobs}
+    new = [job for job in jobs if states[job["metadata"]["name"]] == "new"]
+    # The API server's admission (quota, pod security, webhooks) judges every new Job before we stage.
+    for job in new:
+        cluster.create_job(job, dry_run=True)
+
+    ns = cluster.namespace
+    if args.dry_run:
+        console.print(f"dry run: the API server accepted {len(new)} new Job(s) for run "
+                      f"[bold]{plan.run_id}[/] in namespace {ns}; {len(jobs) - len(new)} already exist; "
+                      "nothing was staged or created")
+        _print_jobs(jobs, {n: ("would create" if s == "new" else "exists") for n, s in states.items()})
+        return 0
+
+    if new:
+        storage = open_storage(cfg.output, endpoint_url=cfg.cluster.s3_endpoint)
+        stage_run(plan, storage)
+    results = {job["metadata"]["name"]: cluster.create_job(job) for job in jobs}
+    created = sum(1 for r in results.values() if r == "created")
+    console.print(f"run [bold]{plan.run_id}[/]: {len(jobs)} Job(s) in namespace {ns} "
+                  f"({created} created, {len(jobs) - created} already there); results go to "
+                  f"{cfg.output.rstrip('/')}/{plan.run_id}")
+    _print_jobs(jobs, results)
+    flags = _flags(args, ns)
+    where = cfg.output if is_s3(cfg.output) else str(Path(cfg.output).resolve())
+    source = f" --from {where}"
+    if cfg.cluster.s3_endpoint:
+        source += f" --endpoint {cfg.cluster.s3_endpoint}"
+    console.print("next:")
+    console.print(f"  launcher status {plan.run_id}{source}", markup=False)
+    console.print(f"  launcher logs {plan.run_id} MODEL{flags}", markup=False)
+    console.print(f"  launcher collect {plan.run_id}{source} --dest results", markup=False)
+    console.print(f"  launcher cancel {plan.run_id}{flags}", markup=False)
+    return 0
+
+
+def _flags(args, ns: str) -> str:
+    out = ""
+    if ns != "medbench":
+        out += f" -n {ns}"
+    if getattr(args, "context", None):
+        out += f" --context {args.context}"
+    if getattr(args, "kubeconfig", None):
+        out += f" --kubeconfig {args.kubeconfig}"
+    return out
+
+
+def _print_jobs(jobs: list[dict], states: dict[str, str]) -> None:
+    from launcher.k8s.render import ANN_MODEL_DIR
+
+    for job in jobs:
+        name = job["metadata"]["name"]
+        console.print(f"  {job['metadata']['annotations'][ANN_MODEL_DIR]:<40} job/{name}  {states[name]}")
+
+
+# --- logs and cancel -----------------------------------------------------------------------------
+
+
+def _cluster(args):
+    from launcher.k8s.client import Cluster
+
+    return Cluster(args.namespace, kubeconfig=args.kubeconfig, context=args.context)
+
+
+def cmd_logs(args) -> int:
+    cluster = _cluster(args)
+    model_dir = args.model.replace("/", "_")
+    found = cluster.pod_logs(args.run, model_dir, tail=args.tail, shard=args.shard)
+    if not found:
+        known = sorted(i.model_dir for i in cluster.run_jobs(args.run))
+        hint = f"; models of this run: {', '.join(known)}" if known else \
+            f"; no Jobs of run {args.run} in namespace {cluster.namespace} either"
+        raise InputError(f"no pods for model '{model_dir}' of run {args.run}{hint}")
+    for info, text in found:
+        if len(found) > 1 or info.phase == "Pending":
+            shard = f" shard {info.index}" if info.index is not None else ""
+            why = f", {info.reason}" if info.reason else ""
+            sys.stdout.write(f"==> pod {info.name}{shard} ({info.phase}{why}) <==\n")
+        sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    cluster = _cluster(args)
+    deleted = cluster.delete_run(args.run)
+    if not deleted:
+        raise InputError(f"no Jobs of run {args.run} in namespace {cluster.namespace} "
+                         "(already finished and cleaned up, or another --namespace?)")
+    for name in deleted:
+        console.print(f"deleted job/{name}")
+    console.print(f"run {args.run}: {len(deleted)} Job(s) deleted; answers already stored are kept, and "
+                  "submitting the same config again continues where it stopped")
+    return 0

@@ -1,0 +1,2 @@
+"""Kubernetes: Job names (``names``), manifests as a pure function of a plan (``render``) and the
+one module that talks to the API server (``client``)."""

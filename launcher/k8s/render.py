@@ -1,0 +1,291 @@
+"""plan → Kubernetes manifests: one ``batch/v1`` Job per model, as plain dicts.
+
+A pure function: no I/O, no clock, no randomness, so ``launcher render`` shows exactly what
+``launcher submit`` sends, and the same plan always gives byte-identical manifests (whose hash,
+stored in an annotation, is how a resubmit recognises its own Jobs).
+
+The pod contract, shared with ``runner/main.py``: the container runs ``runner`` with
+
+- ``MEDBENCH_OUTPUT`` the storage URL, ``MEDBENCH_RUN_ID``, ``MEDBENCH_MODEL`` (the model folder);
+- ``MEDBENCH_SHARDS`` for ``shards: N`` (an Indexed Job; Kubernetes sets ``JOB_COMPLETION_INDEX``);
+- ``AWS_ENDPOINT_URL`` when ``cluster.s3_endpoint`` is set, ``HF_HOME`` on the cache volume;
+- credentials only by ``secretKeyRef``, and only those the model needs.
+
+Exit codes: 0 complete, 1 failed (retried up to ``backoff_limit``), 2 bad input (the Job fails at
+once: retrying cannot fix it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from runner.config import ClusterConfig, Placement, Resources
+from runner.plan import ModelTask, Plan
+from runner.storage import is_s3
+
+from .names import job_name, label_value
+
+CONTAINER = "runner"
+HF_HOME = "/cache/huggingface"
+CACHE_MOUNT = "/cache"
+RUN_AS = 10001  # the image's non-root user (images/Dockerfile)
+EXIT_BAD_INPUT = 2
+
+LABEL_RUN = "medbench.io/run"
+LABEL_MODEL = "medbench.io/model"
+ANN_RUN_ID = "medbench.io/run-id"
+ANN_MODEL_DIR = "medbench.io/model-dir"
+ANN_MODEL_ID = "medbench.io/model-id"
+ANN_SPEC_HASH = "medbench.io/spec-hash"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+# Secret keys inside each configured Secret (k8s/secrets.example.yaml creates them).
+SECRET_KEYS = {
+    "openai": "api-key",
+    "gemini": "api-key",
+    "huggingface": "token",
+    "s3_access_key_id": "access-key-id",
+    "s3_secret_access_key": "secret-access-key",
+}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What ``submit`` knows beyond the plan.
+
+    ``output_pvc``: when the output is a local folder on a shared filesystem, the
+    PersistentVolumeClaim that holds it; it is mounted at the same absolute path in each pod.
+    """
+
+    output_pvc: str | None = None
+    output_path: str | None = None
+
+
+def selector(run_id: str) -> str:
+    """The label selector of every Job and pod of a run."""
+    return f"{LABEL_RUN}={label_value(run_id)}"
+
+
+def model_selector(run_id: str, model_dir: str) -> str:
+    return f"{selector(run_id)},{LABEL_MODEL}={label_value(model_dir)}"
+
+
+def spec_hash(manifest: dict[str, Any]) -> str:
+    """A hash of everything we send, except the hash annotation itself."""
+    m = json.loads(json.dumps(manifest))
+    m.get("metadata", {}).get("annotations", {}).pop(ANN_SPEC_HASH, None)
+    blob = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def render_jobs(plan: Plan, options: RenderOptions | None = None) -> list[dict[str, Any]]:
+    """One Job manifest per model of the plan, in the order of the config."""
+    options = options or RenderOptions()
+    return [render_job(plan, task, options) for task in plan.tasks]
+
+
+def render_job(plan: Plan, task: ModelTask, options: RenderOptions) -> dict[str, Any]:
+    cluster = plan.config.cluster
+    spec = task.spec
+    labels = _labels(plan.run_id, task.model_dir)
+    placement = merged_placement(cluster, spec.placement)
+    job_labels = dict(labels)
+    if placement.queue:
+        job_labels[QUEUE_LABEL] = placement.queue
+
+    # Scalars first, the pod template last: the order a person reads the rendered YAML in.
+    job_spec: dict[str, Any] = {}
+    if spec.shards > 1:
+        job_spec.update(
+            completionMode="Indexed",
+            completions=spec.shards,
+            parallelism=spec.shards,
+            backoffLimitPerIndex=cluster.backoff_limit,
+        )
+    else:
+        job_spec["backoffLimit"] = cluster.backoff_limit
+    if cluster.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = cluster.active_deadline_seconds
+    if cluster.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = cluster.ttl_seconds_after_finished
+    job_spec["podFailurePolicy"] = {
+        "rules": [
+            # Bad input: every retry would fail the same way.
+            {"action": "FailJob",
+             "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]}},
+            # Preemption, eviction, node drain: not the model's fault, so no retry is spent.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+    job_spec["template"] = {
+        "metadata": {"labels": labels},
+        "spec": _pod_spec(plan, task, cluster, placement, options),
+    }
+
+    manifest: dict[str, Any] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(plan.run_id, task.model_dir),
+            "namespace": cluster.namespace,
+            "labels": job_labels,
+            "annotations": {
+                ANN_RUN_ID: plan.run_id,
+                ANN_MODEL_DIR: task.model_dir,
+                ANN_MODEL_ID: spec.id,
+            },
+        },
+        "spec": job_spec,
+    }
+    manifest["metadata"]["annotations"][ANN_SPEC_HASH] = spec_hash(manifest)
+    return manifest
+
+
+def _labels(run_id: str, model_dir: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "medbench",
+        "app.kubernetes.io/component": "runner",
+        "app.kubernetes.io/part-of": "medbench",
+        "app.kubernetes.io/managed-by": "medbench-launcher",
+        "app.kubernetes.io/instance": label_value(run_id),
+        LABEL_RUN: label_value(run_id),
+        LABEL_MODEL: label_value(model_dir),
+    }
+
+
+def merged_placement(cluster: ClusterConfig, model: Placement | None) -> Placement:
+    """The file-wide placement with the model's keys laid over it, key by key."""
+    base = {k: getattr(cluster, k) for k in Placement.model_fields}
+    if model is not None:
+        base.update({k: getattr(model, k) for k in Placement.model_fields if getattr(model, k) is not None})
+    return Placement.model_validate(base)
+
+
+def uses_gpu_image(task: ModelTask) -> bool:
+    return task.spec.backend in ("hf", "embed") or task.spec.gpus > 0
+
+
+def _pod_spec(plan: Plan, task: ModelTask, cluster: ClusterConfig, placement: Placement,
+              options: RenderOptions) -> dict[str, Any]:
+    spec = task.spec
+    image = cluster.image if uses_gpu_image(task) else (cluster.cpu_image or cluster.image)
+    mounts: list[dict[str, Any]] = [{"name": "cache", "mountPath": CACHE_MOUNT}]
+    if uses_gpu_image(task) and cluster.hf_cache_pvc:
+        volumes: list[dict[str, Any]] = [
+            {"name": "cache", "persistentVolumeClaim": {"claimName": cluster.hf_cache_pvc}}]
+    else:
+        # API models cache nothing worth keeping; a scratch dir keeps HF_HOME writable anyway.
+        volumes = [{"name": "cache", "emptyDir": {}}]
+    if spec.gpus > 0:
+        # NCCL and torch DataLoader workers use shared memory; the container default is 64 MiB.
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    if options.output_pvc and options.output_path:
+        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": options.output_pvc}})
+        mounts.append({"name": "output", "mountPath": options.output_path})
+
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": cluster.image_pull_policy,
+        "command": ["runner"],
+        "env": _env(plan, task, cluster, options),
+        "resources": _resources(cluster, spec.gpus, spec.resources),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+        },
+    }
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": cluster.service_account,
+        # The runner never calls the Kubernetes API; a token in the pod would only be a liability.
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if placement.node_selector:
+        pod["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        pod["tolerations"] = [_toleration(t.model_dump(exclude_none=True)) for t in placement.tolerations]
+    if placement.affinity:
+        pod["affinity"] = placement.affinity
+    if placement.priority_class:
+        pod["priorityClassName"] = placement.priority_class
+    return pod
+
+
+def _toleration(t: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in t.items() if k != "toleration_seconds"}
+    if "toleration_seconds" in t:
+        out["tolerationSeconds"] = t["toleration_seconds"]
+    return out
+
+
+def _resources(cluster: ClusterConfig, gpus: int, override: Resources | None) -> dict[str, Any]:
+    base = cluster.gpu_resources if gpus > 0 else cluster.cpu_resources
+    cpu = (override.cpu if override and override.cpu else None) or base.cpu
+    memory = (override.memory if override and override.memory else None) or base.memory
+    requests: dict[str, Any] = {}
+    if cpu:
+        requests["cpu"] = cpu
+    if memory:
+        requests["memory"] = memory
+    if gpus > 0:
+        # Guaranteed QoS: a GPU node is expensive, and an evicted 27B model loses its load time.
+        requests["nvidia.com/gpu"] = str(gpus)
+        return {"requests": requests, "limits": dict(requests)}
+    # No CPU limit for API pods (throttling only slows them); memory limited so a leak is contained.
+    limits = {"memory": memory} if memory else {}
+    out: dict[str, Any] = {"requests": requests}
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _secret_env(env: str, secret: str, key: str, optional: bool) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": env, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _env(plan: Plan, task: ModelTask, cluster: ClusterConfig, options: RenderOptions) -> list[dict[str, Any]]:
+    spec = task.spec
+    output = options.output_path or plan.config.output
+    env: list[dict[str, Any]] = [
+        {"name": "MEDBENCH_OUTPUT", "value": output},
+        {"name": "MEDBENCH_RUN_ID", "value": plan.run_id},
+        {"name": "MEDBENCH_MODEL", "value": task.model_dir},
+        {"name": "HF_HOME", "value": HF_HOME},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if spec.shards > 1:
+        env.append({"name": "MEDBENCH_SHARDS", "value": str(spec.shards)})
+    names = cluster.secrets
+    if spec.backend == "openai":
+        env.append(_secret_env(spec.api_key_env, names.openai, SECRET_KEYS["openai"], optional=False))
+    elif spec.backend == "gemini":
+        env.append(_secret_env(spec.api_key_env, names.gemini, SECRET_KEYS["gemini"], optional=False))
+    elif spec.backend in ("hf", "embed"):
+        # Optional: public models need no token, gated ones (MedGemma) do.
+        env.append(_secret_env("HF_TOKEN", names.huggingface, SECRET_KEYS["huggingface"], optional=True))
+    if is_s3(plan.config.output):
+        if cluster.s3_endpoint:
+            env.append({"name": "AWS_ENDPOINT_URL", "value": cluster.s3_endpoint})
+        # Optional: with IAM roles for service accounts (EKS, GKE workload identity) no Secret exists.
+        env.append(_secret_env("AWS_ACCESS_KEY_ID", names.s3, SECRET_KEYS["s3_access_key_id"], True))
+        env.append(_secret_env("AWS_SECRET_ACCESS_KEY", names.s3, SECRET_KEYS["s3_secret_access_key"], True))
+    return env
