@@ -222,8 +222,16 @@ class ModelRun:
                 "other settings; start a new run (drop --run-id) instead of mixing them"
             )
         self.manifest.started_at = old.started_at
+        # A rerun with nothing left to do never loads the backend: keep what the last load found.
+        for name in ("revision", "hardware", "prompt_rule"):
+            setattr(self.manifest, name, getattr(old, name))
+        if "resolved" in old.parameters:
+            self.manifest.parameters["resolved"] = old.parameters["resolved"]
+        for name, value in (old.__pydantic_extra__ or {}).items():
+            if name not in ("shard", "shards"):
+                setattr(self.manifest, name, value)
 
-    def _save_manifest(self) -> None:
+    def save_manifest(self) -> None:
         self.storage.write_text(self.manifest_key, self.manifest.model_dump_json(indent=2))
 
     def store(self, req: GenRequest, res: GenResult) -> ResponseRecord:
@@ -250,7 +258,7 @@ class ModelRun:
         m.total, m.done, m.errors = len(mine), len(done), 0
         m.started_at = m.started_at or now_iso()
         m.status, m.error = "running", None
-        self._save_manifest()
+        self.save_manifest()
         self.progress.start(self.task, len(mine), len(done))
         backend = None
         t0 = time.perf_counter()
@@ -296,7 +304,7 @@ class ModelRun:
                         f"{backend.batch_size}"
                     )
                 backend.close()
-            self._save_manifest()
+            self.save_manifest()
             if m.status == "complete" or self.shards > 1:
                 finalize_model(self.storage, self.plan, self.task)
             self.progress.finish(m)
@@ -317,7 +325,7 @@ class ModelRun:
             for req, res in zip(chunk, results, strict=True):
                 self.store(req, res)
             i += len(chunk)
-            self._save_manifest()
+            self.save_manifest()
 
 
 def _throughput(done: int, tokens: int, elapsed: float, gen_seconds: float) -> dict[str, Any]:
@@ -340,6 +348,12 @@ def finalize_model(storage: Storage, plan: Plan, task: ModelTask) -> None:
     records = read_records(storage, keys)
     lines = [records[i].model_dump_json(exclude_none=True) for i in sorted(records)]
     storage.write_text(keys.responses, "".join(line + "\n" for line in lines))
+    if task.spec.kind == "embed":
+        # Here rather than only in the embed runner: a rerun with nothing left to embed (killed
+        # after its last record) and the last shard to finish both complete the file.
+        from runner.embed_runner import assemble_embeddings
+
+        assemble_embeddings(storage, plan, task)
     shards = task.spec.shards
     if shards == 1:
         return

@@ -77,6 +77,8 @@ class Plan:
 
 def _task(cfg: RunConfig, spec: ModelSpec) -> ModelTask:
     raw = spec.system_prompt if spec.system_prompt is not None else cfg.system_prompt
+    if spec.kind == "embed":
+        raw = None  # encoders embed the question alone; a prompt change must not re-run them
     try:
         system = resolve_system_prompt(raw, cfg.base_dir)
     except ConfigError as e:
