@@ -208,7 +208,7 @@ class ModelRun:
     def manifest_key(self) -> str:
         return self.keys.manifest if self.shards == 1 else self.keys.shard_manifest(self.shard)
 
-    def _mine(self) -> list[Question]:
+    def mine(self) -> list[Question]:
         return [q for q in self.plan.questions if (q.index - 1) % self.shards == self.shard]
 
     def _check_same_settings(self) -> None:
@@ -250,7 +250,7 @@ class ModelRun:
 
     def run(self) -> ModelManifest:
         self._check_same_settings()
-        mine = self._mine()
+        mine = self.mine()
         records = read_records(self.storage, self.keys)
         done = done_indices(records) & {q.index for q in mine}
         todo = [q for q in mine if q.index not in done]
