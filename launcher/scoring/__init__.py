@@ -1,0 +1,1 @@
+"""Scoring a run: answer extraction, statistics, reference scores and the report's metrics."""
