@@ -170,7 +170,10 @@ def _template_keeps_system(tokenizer) -> bool:
 
 def choose_format(requested: str, tokenizer, model_id: str) -> str:
     """The rule a model gets: chat, chat-folded, plain or pmc-llama."""
-    if requested == "pmc-llama" or (requested == "auto" and "pmc_llama" in model_id.lower()):
+    # Published as PMC_LLaMA / PMC_LLAMA; local copies are often named pmc-llama.
+    if requested == "pmc-llama" or (
+        requested == "auto" and "pmc_llama" in model_id.lower().replace("-", "_")
+    ):
         return "pmc-llama"
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if requested == "plain" or (requested == "auto" and not has_template):

@@ -327,7 +327,12 @@ class HFBackend(GenerateBackend):
                     msg += "; lower batch_size or set batch_size: auto"
                 return [GenResult(text=None, error=msg) for _ in requests]
             half = max(1, len(requests) // 2)
-            self.batch_size = half
+            self.batch_size = min(self.batch_size, half)
             self.oom_backoffs += 1
             log.warning("out of memory at batch size %d; retrying at %d", len(requests), half)
-            return self.generate(requests[:half]) + self.generate(requests[half:])
+            # Re-chunk at the current size: a smaller size found on the first half must not
+            # be rediscovered (by another out-of-memory error) on the second.
+            out: list[GenResult] = []
+            while len(out) < len(requests):
+                out += self.generate(requests[len(out) : len(out) + self.batch_size])
+            return out
