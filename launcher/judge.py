@@ -286,37 +286,21 @@ def run_judge(run_dir: Path, judge: str, *, run=None, progress=None) -> Path:
     return folder
 
 
-async def _ask(backend, spec, req, policy, rng) -> tuple[str | None, str | None, float | None]:
-    """One verdict with the runner's retry rules: back off on 429/5xx/timeouts, honour Retry-After.
-
-    Returns (raw reply, error, latency). ``BackendFatal`` (bad key, no quota) propagates.
-    """
-    from runner.api_runner import PermanentAPIError, TransientAPIError
+async def _ask(backend, spec, req, rng) -> tuple[str | None, str | None, float | None]:
+    """One verdict under the runner's retry rules. Returns (raw reply, error, latency)."""
+    from runner.api_runner import with_retries
 
     guard = spec.timeout * 1.1 + 1.0  # the SDK's own timeout should fire first
-    attempt = 0
-    while True:
-        attempt += 1
-        t = time.perf_counter()
-        try:
-            res = await asyncio.wait_for(backend.agenerate(req), timeout=guard)
-        except TimeoutError:
-            err = TransientAPIError("timeout", f"no answer within {spec.timeout:g}s")
-        except TransientAPIError as e:
-            err = e
-        except PermanentAPIError as e:
-            return None, str(e), None
-        else:
-            return res.text, res.error, round(time.perf_counter() - t, 4)
-        if attempt > spec.max_retries:
-            return None, f"{err} (gave up after {attempt} attempts)", None
-        await asyncio.sleep(policy.wait_for(err, attempt, rng))
+    t = time.perf_counter()
+    res, answered = await with_retries(lambda: asyncio.wait_for(backend.agenerate(req), timeout=guard),
+                                       timeout=spec.timeout, max_retries=spec.max_retries, rng=rng)
+    if not answered:
+        return None, res.error, None
+    return res.text, res.error, round(time.perf_counter() - t, 4)
 
 
 async def _judge_all(backend, spec, pending, path: Path, GenRequest, progress) -> None:
     import random
-
-    from runner.api_runner import DEFAULT_POLICY
 
     sem = asyncio.Semaphore(spec.concurrency)
     rng = random.Random()
@@ -327,7 +311,7 @@ async def _judge_all(backend, spec, pending, path: Path, GenRequest, progress) -
             req = GenRequest(question=q, system=JUDGE_SYSTEM, user=user, templated=True)
             req.prompt = backend.build_prompt(req)
             async with sem:
-                raw, err, latency = await _ask(backend, spec, req, DEFAULT_POLICY, rng)
+                raw, err, latency = await _ask(backend, spec, req, rng)
             scores, rationale, perr = parse_verdict(raw) if err is None else (None, None, err)
             v = Verdict(model_dir=model_dir, index=q.index, id=q.id, prompt=user, raw=raw, scores=scores,
                         rationale=rationale, error=perr, latency_s=latency)

@@ -23,6 +23,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,49 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
+
+
+async def with_retries(
+    once: Callable[[], Awaitable[GenResult]],
+    *,
+    timeout: float,
+    max_retries: int,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    rng: random.Random | None = None,
+    on_failure: Callable[[TransientAPIError, int, float | None], None] | None = None,
+) -> tuple[GenResult, bool]:
+    """The one retry loop for API calls (the runner's and the judge's).
+
+    Calls ``once()`` until it answers; a transient error (429, 5xx, timeout, connection,
+    malformed body) is retried after the policy's back-off or the server's Retry-After, up to
+    ``max_retries``; a permanent one is recorded at once. ``on_failure(err, attempt, wait)``
+    hears of each transient error (``wait`` None when giving up). ``BackendFatal`` propagates.
+    Returns the result (with ``attempts`` set) and whether the service answered.
+    """
+    rng = rng or random.Random()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            res = await once()
+        except TimeoutError:
+            err = TransientAPIError("timeout", f"no answer within {timeout:g}s")
+        except TransientAPIError as e:
+            err = e
+        except PermanentAPIError as e:
+            return GenResult(text=None, error=str(e), attempts=attempt), False
+        else:
+            res.attempts = attempt
+            return res, True
+        if attempt > max_retries:
+            if on_failure is not None:
+                on_failure(err, attempt, None)
+            return GenResult(text=None, error=f"{err} (gave up after {attempt} attempts)",
+                             attempts=attempt), False
+        wait = policy.wait_for(err, attempt, rng)
+        if on_failure is not None:
+            on_failure(err, attempt, wait)
+        await asyncio.sleep(wait)
 
 # Answers that come back empty for a reason other than an error, and what to tell the user.
 _EMPTY_REASONS = {
@@ -173,39 +217,33 @@ class _APIRun:
 
     async def _answer(self, req: GenRequest) -> GenResult:
         assert self.throttle is not None
+        throttle = self.throttle
         estimate = estimate_tokens(req.prompt, self.max_new_tokens)
         guard = self.spec.timeout * 1.1 + 1.0  # the SDK's own timeout should fire first
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self.throttle.slot(estimate):
-                    t = time.perf_counter()
-                    res = await asyncio.wait_for(self.backend.agenerate(req), timeout=guard)
-                    res.latency_s = round(time.perf_counter() - t, 4)
-            except TimeoutError:
-                err: TransientAPIError = TransientAPIError(
-                    "timeout", f"no answer within {self.spec.timeout:g}s")
-            except TransientAPIError as e:
-                err = e
-            except PermanentAPIError as e:
-                return GenResult(text=None, error=str(e), attempts=attempt)
-            else:
-                self.throttle.on_success()
-                self._accepted(req, res, estimate)
-                res.attempts = attempt
+
+        async def once() -> GenResult:
+            async with throttle.slot(estimate):  # waiting for a slot is not the request's time
+                t = time.perf_counter()
+                res = await asyncio.wait_for(self.backend.agenerate(req), timeout=guard)
+                res.latency_s = round(time.perf_counter() - t, 4)
                 return res
+
+        def failed(err: TransientAPIError, attempt: int, wait: float | None) -> None:
             self.totals.by_kind[err.kind] += 1
             if err.rate_limited:
-                self.throttle.on_rate_limited(err.retry_after)
-            if attempt > self.spec.max_retries:
-                return GenResult(text=None, error=f"{err} (gave up after {attempt} attempts)",
-                                 attempts=attempt)
-            wait = self.policy.wait_for(err, attempt, self.rng)
-            self.totals.retries += 1
-            log.info("%s: question %s: %s; retry %d/%d in %.2fs", self.mr.task.model_dir,
-                     req.question.id, err, attempt, self.spec.max_retries, wait)
-            await asyncio.sleep(wait)
+                throttle.on_rate_limited(err.retry_after)
+            if wait is not None:
+                self.totals.retries += 1
+                log.info("%s: question %s: %s; retry %d/%d in %.2fs", self.mr.task.model_dir,
+                         req.question.id, err, attempt, self.spec.max_retries, wait)
+
+        res, answered = await with_retries(once, timeout=self.spec.timeout,
+                                           max_retries=self.spec.max_retries, policy=self.policy,
+                                           rng=self.rng, on_failure=failed)
+        if answered:
+            throttle.on_success()
+            self._accepted(req, res, estimate)
+        return res
 
     def _accepted(self, req: GenRequest, res: GenResult, estimate: int) -> None:
         assert self.throttle is not None
