@@ -183,3 +183,17 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
     with pytest.raises(InputError, match="not an encoder of this run"):
         (tmp_path / "questions.jsonl").write_text('{"question": "q?"}\n')
         compute_metrics(load_run(tmp_path), similarity_encoder="biobert")
+
+
+def test_a_run_still_going_is_scored_from_its_records(run_dir):
+    """A killed or running model has records but no (or an older) responses.jsonl: records win."""
+    folder = run_dir / "alpha"
+    (folder / "responses.jsonl").unlink()
+    (folder / "records").mkdir()
+    rec = {"id": "q2", "index": 2, "prompt": "p", "response": "Final answer: B"}
+    (folder / "records" / "000002.json").write_text(json.dumps(rec))
+    (folder / "records" / "000003.json").write_text('{"id": "q3", "index": 3, "pro')  # torn write
+    run = load_run(run_dir)
+    alpha = next(m for m in run.models if m.model_dir == "alpha")
+    assert set(alpha.records) == {2}
+    assert alpha.records[2]["response"] == "Final answer: B"

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import InputError, QuestionsError
+from runner.execute import Keys, read_records
 from runner.questions import Question, load_questions
+from runner.storage import LocalStorage
 
 
 @dataclass
@@ -70,17 +72,10 @@ def _read_records(folder: Path) -> dict[int, dict[str, Any]]:
                 raise InputError(f"{responses}:{lineno}: not valid JSON: {e.msg}") from None
             if isinstance(rec, dict) and isinstance(rec.get("index"), int):
                 out[rec["index"]] = rec
-    records_dir = folder / "records"
-    if records_dir.is_dir():
-        # Records written after responses.jsonl was last assembled (a run still going, or
-        # killed) are newer; they win.
-        for p in sorted(records_dir.glob("*.json")):
-            try:
-                rec = json.loads(p.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                continue  # a torn write: the runner treats it as not done too
-            if isinstance(rec, dict) and isinstance(rec.get("index"), int):
-                out[rec["index"]] = rec
+    # Records written after responses.jsonl was last assembled (a run still going, or killed)
+    # are newer; they win. Read exactly as the runner reads them to decide what is done.
+    newer = read_records(LocalStorage(folder.parent.parent), Keys(folder.parent.name, folder.name))
+    out.update({i: r.model_dump(mode="json", exclude_none=True) for i, r in newer.items()})
     return out
 
 
