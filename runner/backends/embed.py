@@ -26,9 +26,9 @@ from runner.backends.base import EmbedBackend  # noqa: E402
 
 # Only the model-agnostic helpers of the causal-LM backend: sources, devices, dtypes, OOM.
 from runner.backends.hf import (  # noqa: E402
-    hardware_info,
     is_oom,
     load_tokenizer,
+    model_facts,
     pick_device,
     resolve_source,
     torch_dtype,
@@ -156,9 +156,7 @@ class EmbedderBackend(EmbedBackend):
             spec.id, spec.max_length, position_limit(tok, model.config), source
         )
         return {
-            "revision": getattr(model.config, "_commit_hash", None) or spec.revision or source,
-            "hardware": hardware_info(self.device),
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            **model_facts(model, spec, source, self.device),
             "pooling": self.pooling,
             "normalize": self.normalize,
             "max_length": self.max_length,

@@ -116,6 +116,15 @@ def hardware_info(device: str) -> dict[str, Any]:
     return info
 
 
+def model_facts(model, spec, source: str, device: str) -> dict[str, Any]:
+    """What every local backend records about the weights it loaded, for the manifest."""
+    return {
+        "revision": getattr(model.config, "_commit_hash", None) or spec.revision or source,
+        "hardware": hardware_info(device),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
+
+
 def load_tokenizer(spec, source: str):
     kwargs: dict[str, Any] = {}
     if spec.revision:
@@ -187,9 +196,7 @@ class HFBackend(GenerateBackend):
             self.batch_size = AUTO_BATCH_CUDA if self.device == "cuda" else AUTO_BATCH_CPU
         self.prompt_rule = choose_format(spec.prompt_format, tok, spec.id)
         return {
-            "revision": getattr(model.config, "_commit_hash", None) or spec.revision or source,
-            "hardware": hardware_info(self.device),
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            **model_facts(model, spec, source, self.device),
             "prompt_rule": self.prompt_rule,
             "batch_size": self.batch_size,
             "scoring": spec.scoring,
