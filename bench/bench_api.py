@@ -29,8 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.fakes when run as a script
 
+from runner.artefacts.stored import stage_run  # noqa: E402
 from runner.config import parse_config  # noqa: E402
-from runner.execute import ModelRun, stage_run  # noqa: E402
+from runner.engine.model_run import ModelRun  # noqa: E402
 from runner.plan import make_plan  # noqa: E402
 from runner.questions import load_questions  # noqa: E402
 from runner.storage import LocalStorage  # noqa: E402

@@ -20,7 +20,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from runner.embeddings import MINILM, cosine_rows, embedding_text, open_encoder  # noqa: E402
+from runner.embeddings import MINILM, cosine_rows, open_encoder  # noqa: E402
+from runner.prompts import embedding_text  # noqa: E402
 from runner.questions import load_questions  # noqa: E402
 
 DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pubmedqa_200.jsonl"

@@ -86,8 +86,9 @@ def runner(qfile: Path, n: int, max_new_tokens: int, batch_size: int, out: Path)
     """medbench: the plan and ModelRun that ``launcher run`` uses, into a local folder."""
     import yaml
 
+    from runner.artefacts.stored import stage_run
     from runner.config import load_config
-    from runner.execute import ModelRun, stage_run
+    from runner.engine.model_run import ModelRun
     from runner.plan import make_plan
     from runner.storage import LocalStorage
 

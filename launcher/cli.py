@@ -12,8 +12,10 @@ import importlib
 import logging
 import pkgutil
 import sys
+import traceback
 
 from rich.console import Console
+from rich.text import Text
 
 from launcher import commands
 from runner.errors import MedbenchError
@@ -54,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MedbenchError as e:
+        if args.verbose:
+            traceback.print_exc()
+        # The message may quote a server, a file or a model id: printed as text, never as markup.
         for line in str(e).splitlines() or [type(e).__name__]:
-            err_console.print(f"[bold red]error:[/] {line}", markup=True, highlight=False)
+            err_console.print(Text("error: ", style="bold red") + Text(line))
         return e.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted; run the same command again to continue where it stopped")

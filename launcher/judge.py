@@ -12,24 +12,33 @@ What is stored, under ``<run>/judge/<judge model_dir>/``:
 
 Lines are appended as verdicts arrive, so an interrupted judge continues where it stopped;
 answers whose verdict failed are asked again on the next run. The judge is called through
-the run's own backend code (``runner.backends.create_backend``): same client, same error
-mapping, same base URL and key settings as when the model answered questions.
+the run's own backend code (``runner.backends.create_backend``) and the same concurrent engine
+(``runner.engine.concurrent``): same client, error mapping, base URL, key, concurrency, rate
+limits and retries as when the model answered questions.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
+from launcher.scoring.run_data import RunData, load_run
+from runner.artefacts import jsonl
+from runner.artefacts.records import now_iso
+from runner.artefacts.stored import first_error
+from runner.backends import create_backend
+from runner.backends.base import AsyncGenerator, GenRequest, GenResult
+from runner.config import DESCRIPTORS, APIModel, Generation, RunConfig
+from runner.engine.concurrent import run_concurrent
 from runner.errors import InputError
-from runner.records import now_iso
+from runner.plan import ModelTask
+from runner.questions import Question
 
 RUBRIC_VERSION = 1
 CRITERIA = ("accuracy", "completeness", "safety")
@@ -128,7 +137,7 @@ class Verdict:
     latency_s: float | None = None
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, ensure_ascii=False)
+        return jsonl.dumps(self.__dict__)
 
 
 def judge_dir(run_dir: Path, judge_model_dir: str) -> Path:
@@ -141,24 +150,35 @@ def read_verdicts(folder: Path) -> dict[tuple[str, int], dict]:
     out: dict[tuple[str, int], dict] = {}
     if not path.exists():
         return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
+    # A line cut short by a kill mid-write is skipped: the next run asks that answer again.
+    for _, v in jsonl.parse(path.read_text(encoding="utf-8"), skip_bad=True):
         try:
-            v = json.loads(line)
             out[(v["model_dir"], int(v["index"]))] = v
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            # A line cut short by a kill mid-write: the next run asks that answer again.
+        except (KeyError, TypeError, ValueError):
             continue
     return out
 
 
-def load_judges(run_dir: Path):
-    """Every judge stored under ``<run>/judge/``, as the report shows them."""
-    from launcher.report.html import JudgeView
+@dataclass
+class JudgeView:
+    """What the report shows of one judge: its prompt, per-model means and per-answer verdicts."""
 
+    judge_model: str
+    prompt: str
+    criteria: tuple[str, ...]
+    summary: dict[str, dict[str, Any]]  # model_dir -> {"n": int, "means": {criterion: float}}
+    verdicts: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    n_errors: int = 0
+
+    @property
+    def n_verdicts(self) -> int:
+        return len(self.verdicts)
+
+
+def load_judges(run_dir: Path) -> list[JudgeView]:
+    """Every judge stored under ``<run>/judge/``, as the report shows them."""
     base = Path(run_dir) / JUDGE_FOLDER
-    views = []
+    views: list[JudgeView] = []
     if not base.is_dir():
         return views
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
@@ -192,33 +212,27 @@ def load_judges(run_dir: Path):
 # --- running ---------------------------------------------------------------------------------
 
 
-def _judge_spec(info: dict, name: str):
+def _judge_spec(info: dict, name: str) -> APIModel:
     """The judge's model entry from run.json's config, validated like the config itself."""
-    from runner.config import ModelSpec, infer_backend
-
-    entries = (info.get("config") or {}).get("models") or []
-    for entry in entries:
-        model_dir = entry.get("name") or str(entry.get("id", "")).replace("/", "_")
-        if name in (entry.get("id"), entry.get("name"), model_dir):
-            entry = {**entry}
-            entry.setdefault("backend", infer_backend(str(entry.get("id", ""))))
-            if entry["backend"] not in ("openai", "gemini"):
+    try:
+        cfg = RunConfig.model_validate(info.get("config") or {})
+    except ValidationError as e:
+        why = first_error(e)
+        raise InputError(f"--judge {name}: the run's config in run.json is not valid: {why}") from None
+    for model in cfg.models:
+        if name in (model.id, model.name, model.model_dir):
+            if not isinstance(model, APIModel):
                 raise InputError(
-                    f"--judge {name}: is a {entry['backend']!r} model; the judge must be an API model "
-                    "(backend openai or gemini) of the run's config"
+                    f"--judge {name}: is a {model.backend!r} model; the judge must be an API model "
+                    f"(backend {' or '.join(d.name for d in DESCRIPTORS if d.api)}) of the run's config"
                 )
-            try:
-                return TypeAdapter(ModelSpec).validate_python(entry)
-            except ValidationError as e:
-                msg = e.errors()[0]["msg"]
-                raise InputError(f"--judge {name}: invalid model entry in run.json: {msg}") from None
-    api = [e.get("name") or e.get("id") for e in entries if e.get("backend") in ("openai", "gemini")
-           or (e.get("id") and "backend" not in e and infer_backend(e["id"]) != "hf")]
+            return model
+    api = [m.model_dir for m in cfg.models if isinstance(m, APIModel)]
     hint = f"; API models in this run: {', '.join(api)}" if api else "; this run's config has no API model"
     raise InputError(f"--judge {name}: no such model in the run's config{hint}")
 
 
-def _pending(run, done: dict[tuple[str, int], dict]) -> list[tuple[str, Any, str]]:
+def _pending(run: RunData, done: dict[tuple[str, int], dict]) -> list[tuple[str, Question, str]]:
     """(model folder, question, answer text) for every prose answer without a good verdict."""
     questions = {q.index: q for q in run.questions}
     out = []
@@ -238,20 +252,38 @@ def _pending(run, done: dict[tuple[str, int], dict]) -> list[tuple[str, Any, str
     return out
 
 
-def run_judge(run_dir: Path, judge: str, *, run=None, progress=None) -> Path:
+class _VerdictFile:
+    """The engine's recorder for the judge: each reply parsed and appended as one verdict line."""
+
+    def __init__(self, out: TextIO, model_dirs: dict[int, str], progress: Callable[[Verdict], None] | None):
+        self.out, self.model_dirs, self.progress = out, model_dirs, progress
+
+    def store(self, req: GenRequest, res: GenResult) -> None:
+        raw = res.text if res.error is None else None
+        scores, rationale, err = parse_verdict(raw) if res.error is None else (None, None, res.error)
+        v = Verdict(model_dir=self.model_dirs[id(req)], index=req.question.index, id=req.question.id,
+                    prompt=req.user, raw=raw, scores=scores, rationale=rationale, error=err,
+                    latency_s=res.latency_s if res.error is None else None)
+        # Whole lines on one writer thread, flushed so a kill keeps them.
+        self.out.write(v.to_json() + "\n")
+        self.out.flush()
+        if self.progress is not None:
+            self.progress(v)
+
+    def checkpoint(self) -> None:
+        pass
+
+
+def run_judge(run_dir: Path, judge: str, *, run: RunData | None = None,
+              progress: Callable[[Verdict], None] | None = None) -> Path:
     """Judge every prose answer of the run with the config's API model ``judge``.
 
     Returns the judge's folder. Raises InputError for an unknown or non-API judge, and
     BackendUnavailable when the judge's key or SDK is missing (before anything is written).
+    The answers go through the same concurrent engine as the model's own questions: its
+    concurrency, rate limits and retries apply.
     """
-    from runner.backends import create_backend
-    from runner.backends.base import GenRequest
-    from runner.config import Generation
-    from runner.plan import ModelTask
-
     if run is None:
-        from launcher.scoring.run_data import load_run
-
         run = load_run(Path(run_dir))
     spec = _judge_spec(run.info, judge)
     # Greedy and short: a verdict is a small JSON object, and the same answer should get the
@@ -259,6 +291,8 @@ def run_judge(run_dir: Path, judge: str, *, run=None, progress=None) -> Path:
     task = ModelTask(spec=spec, system_prompt=JUDGE_SYSTEM,
                      generation=Generation(max_new_tokens=300, temperature=0.0, seed=0), prompt_template=None)
     backend = create_backend(task)
+    if not isinstance(backend, AsyncGenerator):
+        raise InputError(f"--judge {judge}: backend {spec.backend!r} cannot serve as a judge")
     backend.preflight()
     folder = judge_dir(run_dir, spec.model_dir)
     meta_path = folder / "judge.json"
@@ -278,52 +312,14 @@ def run_judge(run_dir: Path, judge: str, *, run=None, progress=None) -> Path:
     meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if not pending:
         return folder
+    requests = [GenRequest(question=q, system=JUDGE_SYSTEM, user=judge_prompt(q, answer), templated=True)
+                for _, q, answer in pending]
+    model_dirs = {id(req): model_dir for req, (model_dir, _, _) in zip(requests, pending, strict=True)}
     backend.load()
     try:
-        asyncio.run(_judge_all(backend, spec, pending, folder / "verdicts.jsonl", GenRequest, progress))
+        with (folder / "verdicts.jsonl").open("a", encoding="utf-8") as out:
+            run_concurrent(backend, requests, _VerdictFile(out, model_dirs, progress), spec,
+                           max_new_tokens=task.generation.max_new_tokens, label=f"judge {spec.model_dir}")
     finally:
         backend.close()
     return folder
-
-
-async def _ask(backend, spec, req, rng) -> tuple[str | None, str | None, float | None]:
-    """One verdict under the runner's retry rules. Returns (raw reply, error, latency)."""
-    from runner.api_runner import with_retries
-
-    guard = spec.timeout * 1.1 + 1.0  # the SDK's own timeout should fire first
-    t = time.perf_counter()
-    res, answered = await with_retries(lambda: asyncio.wait_for(backend.agenerate(req), timeout=guard),
-                                       timeout=spec.timeout, max_retries=spec.max_retries, rng=rng)
-    if not answered:
-        return None, res.error, None
-    return res.text, res.error, round(time.perf_counter() - t, 4)
-
-
-async def _judge_all(backend, spec, pending, path: Path, GenRequest, progress) -> None:
-    import random
-
-    sem = asyncio.Semaphore(spec.concurrency)
-    rng = random.Random()
-    with path.open("a", encoding="utf-8") as out:
-
-        async def one(model_dir: str, q, answer: str) -> None:
-            user = judge_prompt(q, answer)
-            req = GenRequest(question=q, system=JUDGE_SYSTEM, user=user, templated=True)
-            req.prompt = backend.build_prompt(req)
-            async with sem:
-                raw, err, latency = await _ask(backend, spec, req, rng)
-            scores, rationale, perr = parse_verdict(raw) if err is None else (None, None, err)
-            v = Verdict(model_dir=model_dir, index=q.index, id=q.id, prompt=user, raw=raw, scores=scores,
-                        rationale=rationale, error=perr, latency_s=latency)
-            # Single-threaded event loop: whole lines, one at a time, flushed so a kill keeps them.
-            out.write(v.to_json() + "\n")
-            out.flush()
-            if progress is not None:
-                progress(v)
-
-        try:
-            await asyncio.gather(*(one(*p) for p in pending))
-        finally:
-            aclose = getattr(backend, "aclose", None)
-            if aclose is not None:
-                await aclose()

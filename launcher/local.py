@@ -1,6 +1,6 @@
 """``launcher run``: every model of a config, locally, one after another.
 
-The same ``runner.execute.ModelRun`` that a cluster pod uses, with rich progress bars.
+The same ``runner.engine.model_run.ModelRun`` that a cluster pod uses, with rich progress bars.
 """
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
+from runner.artefacts.records import ModelManifest
+from runner.artefacts.stored import stage_run
 from runner.backends import backend_class
 from runner.config import RunConfig
-from runner.execute import ModelRun, stage_run
+from runner.engine.model_run import ModelRun
 from runner.plan import ModelTask, Plan, make_plan
-from runner.records import ModelManifest
 from runner.storage import open_storage
 
 
@@ -39,7 +41,7 @@ class RichProgress:
 
     def __init__(self, progress: Progress):
         self.p = progress
-        self.task_id = None
+        self.task_id = TaskID(-1)
         self.tokens = 0
         self.t0 = 0.0
 

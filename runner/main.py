@@ -34,11 +34,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from runner.config import check_safe_name
+from runner.artefacts.keys import Keys
+from runner.artefacts.records import ModelManifest
+from runner.artefacts.stored import first_error, load_staged_questions, read_run_info
+from runner.backends import backend_class
+from runner.config import check_run_id, check_safe_name
+from runner.engine.model_run import ModelRun
 from runner.errors import InputError, MedbenchError, StorageError, StorageNotFound
-from runner.execute import Keys, ModelRun, load_staged_questions
 from runner.plan import ModelTask, Plan, plan_from_run
-from runner.records import SCHEMA_VERSION, ModelManifest, RunInfo
 from runner.storage import Storage, open_storage
 
 log = logging.getLogger("medbench.runner")
@@ -96,12 +99,10 @@ def resolve_target(args: argparse.Namespace) -> Target:
     run_id = _setting(args.run_id, "MEDBENCH_RUN_ID", "run-id")
     model = _setting(args.model, "MEDBENCH_MODEL", "model")
     try:
-        check_safe_name(run_id, "run id")
+        check_run_id(run_id)
         check_safe_name(model, "model")
     except ValueError as e:
         raise InputError(str(e)) from None
-    if "/" in run_id:
-        raise InputError("run id must not contain '/'")
     shard_raw = args.shard if args.shard is not None else os.environ.get("JOB_COMPLETION_INDEX", "0")
     shards_raw = args.shards if args.shards is not None else os.environ.get("MEDBENCH_SHARDS")
     return Target(
@@ -128,23 +129,9 @@ def _seconds(raw: str, name: str) -> float:
 def load_run(storage: Storage, run_id: str) -> Plan:
     """The staged run's plan, from run.json and questions.jsonl; InputError if unusable."""
     keys = Keys(run_id)
-    where = f"{storage.url}/{keys.run_json}"
-    try:
-        raw = storage.read_bytes(keys.run_json)
-    except StorageNotFound:
-        raise InputError(
-            f"{where} not found: no run '{run_id}' is staged there "
-            "(stage it with `launcher submit`, or check MEDBENCH_OUTPUT and MEDBENCH_RUN_ID)"
-        ) from None
-    try:
-        info = RunInfo.model_validate_json(raw)
-    except ValidationError as e:
-        raise InputError(f"{where}: not a valid run description: {_first_error(e)}") from None
-    if info.schema_version > SCHEMA_VERSION:
-        raise InputError(f"{where}: written by a newer medbench (schema {info.schema_version}); "
-                         f"this runner reads schema {SCHEMA_VERSION}")
-    if info.run_id != run_id:
-        raise InputError(f"{where} describes run '{info.run_id}', not '{run_id}'")
+    info = read_run_info(storage, run_id, missing=(
+        "{where} not found: no run '{run_id}' is staged there "
+        "(stage it with `launcher submit`, or check MEDBENCH_OUTPUT and MEDBENCH_RUN_ID)"))
     try:
         questions = load_staged_questions(storage, run_id)
     except StorageNotFound:
@@ -152,13 +139,8 @@ def load_run(storage: Storage, run_id: str) -> Plan:
     try:
         return plan_from_run(info, questions)
     except ValidationError as e:
-        raise InputError(f"{where}: its config is not valid: {_first_error(e)}") from None
-
-
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']}" if loc else err["msg"]
+        where = f"{storage.url}/{keys.run_json}"
+        raise InputError(f"{where}: its config is not valid: {first_error(e)}") from None
 
 
 def pick_task(plan: Plan, target: Target) -> tuple[ModelTask, int]:
@@ -215,7 +197,7 @@ class StorageLog:
         """A line for the stored log only (stderr already has it in its own words)."""
         self.handler.acquire()
         try:
-            self.handler.stream.write(line.rstrip("\n") + "\n")
+            self.handler.stream.write(line.rstrip("\n") + "\n")  # type: ignore[union-attr]
             self.handler.flush()
         finally:
             self.handler.release()
@@ -289,8 +271,6 @@ def run(target: Target) -> int:
     storage = open_storage(target.output, endpoint_url=target.endpoint)
     plan = load_run(storage, target.run_id)
     task, shards = pick_task(plan, target)
-    from runner.backends import backend_class
-
     backend_class(task.spec.backend)(task).preflight()
     key = Keys(plan.run_id, task.model_dir).log(target.shard, shards)
     with StorageLog(storage, key, target.log_interval) as stored_log:

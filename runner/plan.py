@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.artefacts.records import RunInfo, now_iso, package_versions
 from runner.config import Generation, ModelSpec, RunConfig
 from runner.errors import ConfigError
 from runner.prompts import prompt_hash, resolve_system_prompt
 from runner.questions import Question, dump_questions, load_questions
-from runner.records import RunInfo, now_iso, package_versions
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Plan:
 
 
 def _task(cfg: RunConfig, spec: ModelSpec) -> ModelTask:
-    raw = spec.system_prompt if spec.system_prompt is not None else cfg.system_prompt
+    raw: str | None = spec.system_prompt if spec.system_prompt is not None else cfg.system_prompt
     if spec.kind == "embed":
         raw = None  # encoders embed the question alone; a prompt change must not re-run them
     try:

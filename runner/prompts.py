@@ -193,3 +193,22 @@ def build_prompt(fmt: str, tokenizer, system: str | None, user: str, templated: 
         return pmc_llama_prompt(system, user)
     msgs = messages_for(system, user) if fmt == "chat" else folded_messages(system, user)
     return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+def embedding_text(q: Question, template: str | None = None) -> str:
+    """The text a question is embedded as by an encoder.
+
+    With a template (the model's or the file's ``prompt_template``) it is filled exactly as
+    for generative models. Without one: the question, then its options (``A. yes``, one a
+    line), then its context, separated by blank lines. The question and options come first
+    because long inputs are cut at the end: a truncated PubMedQA item loses the tail of its
+    abstract, never the question.
+    """
+    if template is not None:
+        return render_question(q, template)
+    parts = [q.question]
+    if q.options:
+        parts.append(format_options(q.options))
+    if q.context:
+        parts.append(q.context)
+    return "\n\n".join(parts)

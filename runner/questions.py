@@ -7,13 +7,13 @@ number, as a string), ``context``, ``options`` (a list, or a mapping of letters 
 
 from __future__ import annotations
 
-import json
 import string
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from runner.artefacts import jsonl
 from runner.errors import QuestionsError
 
 LETTERS = string.ascii_uppercase
@@ -89,16 +89,17 @@ class Question(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-def parse_questions(lines: list[str], source: str) -> list[Question]:
+def parse_questions(text: str | list[str], source: str) -> list[Question]:
+    """Every question of a JSONL text (or its lines); ``QuestionsError`` naming ``source:line``."""
+    if isinstance(text, list):
+        text = "\n".join(text)
     out: list[Question] = []
     seen: dict[str, int] = {}
-    for lineno, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise QuestionsError(f"{source}:{lineno}: not valid JSON: {e.msg}") from None
+    try:
+        parsed = list(jsonl.parse(text))
+    except jsonl.JSONLError as e:
+        raise QuestionsError(f"{source}:{e.lineno}: {e.message}") from None
+    for lineno, obj in parsed:
         if not isinstance(obj, dict):
             raise QuestionsError(f"{source}:{lineno}: expected a JSON object like {{\"question\": \"...\"}}")
         if "question" not in obj:
@@ -139,8 +140,8 @@ def load_questions(path: str | Path) -> list[Question]:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise QuestionsError(f"{p}: cannot read: {e}") from None
-    return parse_questions(text.splitlines(), str(p))
+    return parse_questions(text, str(p))
 
 
 def dump_questions(questions: list[Question]) -> str:
-    return "".join(json.dumps(q.record(), ensure_ascii=False) + "\n" for q in questions)
+    return jsonl.dumps_lines(q.record() for q in questions)

@@ -11,6 +11,7 @@ if [ ! -x /usr/bin/chromium ] && { [ "${CI:-}" = "true" ] || [ "${MEDBENCH_INSTA
 fi
 . .venv/bin/activate
 ruff check .
+mypy
 set +e
 python -m pytest -q -p no:cacheprovider "$@"
 rc=$?

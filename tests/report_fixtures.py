@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.artefacts.records import ModelManifest, ResponseRecord, RunInfo, package_versions
 from runner.questions import Question, dump_questions, parse_questions
-from runner.records import ModelManifest, ResponseRecord, RunInfo, package_versions
 
 SYSTEM_PROMPT = "You are a careful oncologist. Answer with the option letter first."
 

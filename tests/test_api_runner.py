@@ -15,9 +15,11 @@ from email.utils import format_datetime
 
 import pytest
 
-from runner import api_runner
-from runner.credentials import public_url, redact, remember
-from runner.ratelimit import Throttle, TokenBucket, parse_duration, retry_after_seconds
+from runner.backends.retry_after import parse_duration, retry_after_seconds
+from runner.credentials import public_url
+from runner.engine import concurrent as api_runner
+from runner.engine.ratelimit import Throttle, TokenBucket
+from runner.redact import redact, remember
 from tests.conftest import run_cli, write
 from tests.fakes.openai_server import FakeOpenAI, Fault
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from runner.config import EmbedModel, load_config
-from runner.embeddings import MINILM, cosine_rows, embedding_text, open_encoder
+from runner.embeddings import MINILM, cosine_rows, open_encoder
 from runner.errors import BackendUnavailable, ConfigError
+from runner.prompts import embedding_text
 from runner.questions import Question, load_questions
 from tests.conftest import run_cli, write
 from tests.tiny_bert import build_tiny_bert
@@ -223,7 +224,8 @@ class StopAfter:
 
 
 def test_an_interrupted_run_resumes_without_redoing_answers(project, pubmedqa, tiny_bert):
-    from runner.execute import ModelRun, stage_run
+    from runner.artefacts.stored import stage_run
+    from runner.engine.model_run import ModelRun
     from runner.plan import make_plan
     from runner.storage import LocalStorage
 

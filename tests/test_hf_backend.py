@@ -16,10 +16,11 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+from runner.artefacts.stored import stage_run
 from runner.backends.base import GenRequest
 from runner.backends.hf import HFBackend
 from runner.config import load_config
-from runner.execute import ModelRun, stage_run
+from runner.engine.model_run import ModelRun
 from runner.plan import Plan, make_plan
 from runner.prompts import render_question
 from runner.storage import LocalStorage

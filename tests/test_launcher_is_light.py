@@ -13,7 +13,7 @@ def test_launcher_cli_and_every_command_import_without_heavy_libraries():
         "import sys\n"
         "from launcher.cli import build_parser\n"
         "build_parser()\n"
-        "import runner.backends, runner.plan, runner.execute, runner.storage\n"
+        "import runner.backends, runner.plan, runner.engine.model_run, runner.storage\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "print(heavy)\n"
         "sys.exit(1 if heavy else 0)\n"

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
+from runner.artefacts.stored import stage_run
 from runner.config import parse_config
-from runner.execute import stage_run
 from runner.main import main as runner_main
 from runner.plan import make_plan
 from runner.storage import open_storage

@@ -10,11 +10,12 @@ from rich.console import Console
 
 from launcher.commands.status import build_table
 from launcher.runstate import format_elapsed, read_run
+from runner.artefacts.records import ModelManifest
 from runner.config import parse_config
-from runner.execute import ModelRun, NullProgress
+from runner.engine.model_run import ModelRun
+from runner.engine.recording import NullProgress
 from runner.main import main as runner_main
 from runner.plan import make_plan
-from runner.records import ModelManifest
 from runner.storage import open_storage
 from tests.conftest import run_cli, write
 from tests.fakes.s3 import moto_endpoint_fixture, s3_fixture  # noqa: F401 - fixtures

@@ -14,7 +14,7 @@ import pytest
 from runner.config import parse_config
 from runner.errors import ConfigError, StorageError, StorageNotFound
 from runner.storage import LocalStorage, Storage, open_storage
-from runner.storage_s3 import S3Storage
+from runner.storage.s3 import S3Storage
 from tests.fakes.s3 import free_port, moto_endpoint_fixture, s3_fixture  # noqa: F401 - fixtures
 
 MiB = 1024 * 1024

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from runner.config import RunConfig, load_config
 from runner.errors import InputError
+from runner.plan import Plan
 from runner.storage import is_s3
 
 console = Console(highlight=False, soft_wrap=True)
@@ -71,7 +72,7 @@ def _add_shared_output(p) -> None:
 # --- render --------------------------------------------------------------------------------------
 
 
-def _render(args) -> tuple[RunConfig, object, list[dict]]:
+def _render(args) -> tuple[RunConfig, Plan, list[dict]]:
     from launcher.k8s.render import RenderOptions, render_jobs
     from runner.plan import make_plan
 
@@ -113,7 +114,7 @@ def cmd_render(args) -> int:
 
 def cmd_submit(args) -> int:
     from launcher.k8s.client import Cluster
-    from runner.execute import stage_run
+    from runner.artefacts.stored import stage_run
     from runner.storage import open_storage
 
     # Everything that can be checked without the cluster, first: nothing is staged on bad input.

@@ -7,8 +7,8 @@ tool's compare snippet, ``launcher report`` and a later local resume all work on
 Idempotent: a file already present with the same size and content (the S3 ETag is the MD5 of
 a single-part upload; multipart tags are recomputed from the part size) is skipped, so running
 collect again fetches only what changed. Local files that are not in storage are never touched.
-A model whose answers are all stored but whose responses.jsonl was never assembled (shards
-still merging, a pod killed at the very end) gets one assembled locally from its records.
+A model whose responses.jsonl is missing or disagrees with its records (two shards that
+finished together, a pod killed at the very end) gets it rebuilt locally from its records.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from launcher.commands.status import add_source_arguments, check_run_id, source_url
-from launcher.runstate import read_run_info, run_config
+from launcher.runstate import run_config
+from runner.artefacts import jsonl
+from runner.artefacts.keys import Keys, record_index
+from runner.artefacts.records import RunInfo
+from runner.artefacts.stored import finalize_model, load_staged_questions, read_run_info
 from runner.errors import StorageError
-from runner.execute import Keys, finalize_model, load_staged_questions, record_index
 from runner.plan import plan_from_run
-from runner.records import RunInfo
 from runner.storage import LocalStorage, Storage, open_storage
 
 DEFAULT_DEST = "results"
@@ -59,7 +61,7 @@ class CollectResult:
 
 def inventory(storage: Storage, prefix: str) -> Inventory:
     """Every key under ``prefix`` with its size and, where the store has one, its tag."""
-    from runner.storage_s3 import S3Storage
+    from runner.storage.s3 import S3Storage
 
     if isinstance(storage, S3Storage):
         return storage.list_info(prefix)  # one listing, no request per key
@@ -149,8 +151,20 @@ def collect_run(source: Storage, run_id: str, dest_root: Path, *, workers: int =
     return result
 
 
+def _responses_indices(storage: Storage, key: str) -> set[int]:
+    """The question indices a responses.jsonl holds (lines cut short are skipped)."""
+    try:
+        text = storage.read_text(key)
+    except StorageError:
+        return set()
+    return {obj["index"] for _, obj in jsonl.parse(text, skip_bad=True)
+            if isinstance(obj, dict) and isinstance(obj.get("index"), int)}
+
+
 def _assemble_missing_responses(in_place: Storage | None, items: Inventory, dest_root: Path,
                                 run_id: str, info: RunInfo, result: CollectResult) -> None:
+    """Rebuild each model's derived files locally where they are missing or disagree with its
+    records (two shards that finished together, a pod killed at the very end)."""
     local = in_place or LocalStorage(dest_root)
     present = set(local.list(run_id)) if in_place else set(items)
     cfg = run_config(info, f"{local.url}/{Keys(run_id).run_json}")
@@ -158,12 +172,16 @@ def _assemble_missing_responses(in_place: Storage | None, items: Inventory, dest
     for model in cfg.models:
         spec_dir = model.model_dir
         keys = Keys(run_id, spec_dir)
-        records = {record_index(k) for k in present if k.startswith(keys.records)} - {None}
-        if keys.responses in present or not records:
+        records = {i for k in present if k.startswith(keys.records) and (i := record_index(k)) is not None}
+        if not records:
+            continue
+        agrees = keys.responses in present and _responses_indices(local, keys.responses) == records
+        if agrees:
             continue
         if len(records) < info.n_questions:
             result.incomplete.append(spec_dir)
-            continue
+            if keys.responses not in present:
+                continue
         if plan is None:
             plan = plan_from_run(info, load_staged_questions(local, run_id))
         finalize_model(local, plan, plan.task(spec_dir))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.config import check_safe_name, load_config
+from runner.config import check_run_id, load_config
 from runner.errors import InputError
 
 
@@ -25,11 +25,9 @@ def cmd_run(args) -> int:
         cfg.output = args.output
     if args.run_id:
         try:
-            check_safe_name(args.run_id, "--run-id")
+            check_run_id(args.run_id, "--run-id")
         except ValueError as e:
             raise InputError(str(e)) from None
-        if "/" in args.run_id:
-            raise InputError("--run-id must not contain '/'")
     for name in args.only or []:
         cfg.model(name)  # unknown names fail before anything is written
     _plan, manifests = run_local(cfg, only=args.only, run_id=args.run_id)

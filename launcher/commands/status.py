@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from launcher.runstate import RunProgress, format_elapsed, read_run
-from runner.config import check_safe_name
+from runner import config as runner_config
 from runner.errors import InputError
 from runner.storage import open_storage
 
@@ -49,12 +49,10 @@ def source_url(args) -> str:
 
 def check_run_id(run_id: str) -> str:
     try:
-        check_safe_name(run_id, "run id")
+        return runner_config.check_run_id(run_id)
     except ValueError as e:
-        raise InputError(str(e)) from None
-    if "/" in run_id:
-        raise InputError("run id must not contain '/'; pass the output prefix with --from")
-    return run_id
+        hint = "; pass the output prefix with --from" if "'/'" in str(e) else ""
+        raise InputError(f"{e}{hint}") from None
 
 
 def build_table(progress: RunProgress, job_states: dict[str, str] | None = None) -> Table:

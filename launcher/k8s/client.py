@@ -375,7 +375,7 @@ def _status_message(e: Any) -> str:
 def _root_cause(e: BaseException) -> str:
     reason = getattr(e, "reason", None)  # MaxRetryError wraps the real socket error
     while isinstance(reason, BaseException) and getattr(reason, "reason", None) is not None:
-        reason = reason.reason
+        reason = getattr(reason, "reason")  # noqa: B009 - the attribute is not declared
     cause = reason if isinstance(reason, BaseException) else e
     text = str(cause)
     # urllib3 prefixes the connection's repr; keep what a person reads.

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from runner.config import ClusterConfig, Placement, Resources
+from runner.config import ClusterConfig, Placement, Resources, descriptor
 from runner.plan import ModelTask, Plan
 from runner.storage import is_s3
 
@@ -42,14 +42,9 @@ ANN_MODEL_ID = "medbench.io/model-id"
 ANN_SPEC_HASH = "medbench.io/spec-hash"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
-# Secret keys inside each configured Secret (k8s/secrets.example.yaml creates them).
-SECRET_KEYS = {
-    "openai": "api-key",
-    "gemini": "api-key",
-    "huggingface": "token",
-    "s3_access_key_id": "access-key-id",
-    "s3_secret_access_key": "secret-access-key",
-}
+# Keys inside the S3 Secret (k8s/secrets.example.yaml creates it). A backend's own Secrets
+# are named by its descriptor (runner.config.backends).
+S3_KEY_ID, S3_SECRET = "access-key-id", "secret-access-key"
 
 
 @dataclass(frozen=True)
@@ -165,7 +160,7 @@ def merged_placement(cluster: ClusterConfig, model: Placement | None) -> Placeme
 
 
 def uses_gpu_image(task: ModelTask) -> bool:
-    return task.spec.backend in ("hf", "embed") or task.spec.gpus > 0
+    return descriptor(task.spec.backend).image == "gpu" or task.spec.gpus > 0
 
 
 def _pod_spec(plan: Plan, task: ModelTask, cluster: ClusterConfig, placement: Placement,
@@ -275,17 +270,12 @@ def _env(plan: Plan, task: ModelTask, cluster: ClusterConfig, options: RenderOpt
     if spec.shards > 1:
         env.append({"name": "MEDBENCH_SHARDS", "value": str(spec.shards)})
     names = cluster.secrets
-    if spec.backend == "openai":
-        env.append(_secret_env(spec.api_key_env, names.openai, SECRET_KEYS["openai"], optional=False))
-    elif spec.backend == "gemini":
-        env.append(_secret_env(spec.api_key_env, names.gemini, SECRET_KEYS["gemini"], optional=False))
-    elif spec.backend in ("hf", "embed"):
-        # Optional: public models need no token, gated ones (MedGemma) do.
-        env.append(_secret_env("HF_TOKEN", names.huggingface, SECRET_KEYS["huggingface"], optional=True))
+    for need in descriptor(spec.backend).secrets:
+        env.append(_secret_env(need.env_name(spec), getattr(names, need.secret), need.key, need.optional))
     if is_s3(plan.config.output):
         if cluster.s3_endpoint:
             env.append({"name": "AWS_ENDPOINT_URL", "value": cluster.s3_endpoint})
         # Optional: with IAM roles for service accounts (EKS, GKE workload identity) no Secret exists.
-        env.append(_secret_env("AWS_ACCESS_KEY_ID", names.s3, SECRET_KEYS["s3_access_key_id"], True))
-        env.append(_secret_env("AWS_SECRET_ACCESS_KEY", names.s3, SECRET_KEYS["s3_secret_access_key"], True))
+        env.append(_secret_env("AWS_ACCESS_KEY_ID", names.s3, S3_KEY_ID, True))
+        env.append(_secret_env("AWS_SECRET_ACCESS_KEY", names.s3, S3_SECRET, True))
     return env

@@ -62,10 +62,10 @@ def _finite(obj):
 
 
 def _write(path: Path, text: str) -> None:
-    from runner.storage import _atomic_write
+    from runner.storage import atomic_write
 
     try:
-        _atomic_write(path, text.encode("utf-8"))
+        atomic_write(path, text.encode("utf-8"))
     except OSError as e:
         raise StorageError(f"cannot write {path}: {e.strerror or e}") from e
 

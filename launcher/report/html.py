@@ -10,37 +10,21 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from launcher.judge import JudgeView
 from launcher.report import charts
-from runner.records import now_iso
+from runner.artefacts.records import now_iso
 
 TEMPLATE = "report.html.j2"
 # Every per-model key the template reads; a metrics dict from an older scorer may lack some.
 _MODEL_KEYS = ("model_dir", "model", "backend", "kind", "scoring", "status", "n", "answered", "errors",
                "mc", "mc_norm", "latency_s", "answer_words", "output_tokens", "rouge_l", "similarity",
                "cost_usd")
-
-
-@dataclass
-class JudgeView:
-    """What the page shows of one judge: its prompt, per-model means and per-answer verdicts."""
-
-    judge_model: str
-    prompt: str
-    criteria: tuple[str, ...]
-    summary: dict[str, dict[str, Any]]  # model_dir -> {"n": int, "means": {criterion: float}}
-    verdicts: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
-    n_errors: int = 0
-
-    @property
-    def n_verdicts(self) -> int:
-        return len(self.verdicts)
 
 
 def _pct(v: float | None) -> str:

@@ -90,7 +90,7 @@ def compute_metrics(run: RunData, *, similarity_encoder: str | None = "minilm", 
         gold = q.gold_letter
         answers = {}
         for m in prose:
-            rec = m.records.get(q.index)
+            rec = m.records.get(q.index) or {}  # {}: not run, which is falsy below
             ok = _answer_ok(rec)
             choice = _choice(m, rec, q.options) if ok and q.options else None
             correct = None

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.artefacts.keys import Keys
+from runner.artefacts.stored import read_records
 from runner.errors import InputError, QuestionsError
-from runner.execute import Keys, read_records
 from runner.questions import Question, load_questions
 from runner.storage import LocalStorage
 

@@ -1,42 +1,39 @@
-"""Backends by name, created through lazy factories.
+"""Backends by name, created through lazy factories read from the descriptors.
 
-Importing this package imports no torch and no SDK: each factory imports its module only
-when a model of that backend is actually run, and a missing library is reported with the
-extra to install.
+Importing this package imports no torch and no SDK: a backend's module is imported only when
+a model of that backend is actually run, and a missing library is reported with the extra to
+install. What a backend is called, its config and its extra live in its descriptor
+(``runner.config.backends``).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 
+from runner.backends.base import Backend
+from runner.config.backends import descriptor
 from runner.errors import BackendUnavailable
 from runner.plan import ModelTask
 
-# backend name -> (module, class, pip extra that provides its libraries)
-_REGISTRY: dict[str, tuple[str, str, str]] = {
-    "hf": ("runner.backends.hf", "HFBackend", "hf"),
-    "embed": ("runner.backends.embed", "EmbedderBackend", "hf"),
-    "openai": ("runner.backends.openai_api", "OpenAIBackend", "api"),
-    "gemini": ("runner.backends.gemini_api", "GeminiBackend", "api"),
-    "echo": ("runner.backends.echo", "EchoBackend", ""),
-}
 
-
-def backend_class(name: str) -> Callable:
+def backend_class(name: str) -> type[Backend]:
     try:
-        module, cls, extra = _REGISTRY[name]
-    except KeyError:
-        raise BackendUnavailable(f"unknown backend {name!r}; known: {', '.join(_REGISTRY)}") from None
+        d = descriptor(name)
+    except KeyError as e:
+        raise BackendUnavailable(str(e.args[0])) from None
+    module, _, cls = d.impl.partition(":")
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as e:
-        hint = f" install it with: pip install 'medbench[{extra}]'" if extra else ""
+        if (e.name or "").split(".")[0] in ("runner", "launcher"):
+            raise  # our own module is missing: a bug, not an extra to install
+        hint = f" install it with: pip install 'medbench[{d.extra}]'" if d.extra else ""
         raise BackendUnavailable(
             f"backend {name!r} needs the Python package {e.name!r}, which is not installed;{hint}"
         ) from e
-    return getattr(mod, cls)
+    found: type[Backend] = getattr(mod, cls)
+    return found
 
 
-def create_backend(task: ModelTask):
+def create_backend(task: ModelTask) -> Backend:
     return backend_class(task.spec.backend)(task)

@@ -1,19 +1,25 @@
-"""The backend seam: one small class per kind of work.
+"""The backend seam: three small interfaces, one per way of doing the work.
 
-A backend only talks to its model. Sorting, batching into durable chunks, resume, retries,
-concurrency, rate limits, progress and recording live once, in ``runner.execute`` and
-``runner.api_runner``, for every backend.
+- :class:`BatchGenerator` answers a batch of prompts at once (hf, echo);
+- :class:`AsyncGenerator` answers one prompt per call, many calls in flight (openai, gemini);
+- :class:`Embedder` turns a batch of texts into vectors (embed).
+
+The engine (``runner.engine``) picks its driver by the interface a backend implements. A
+backend only talks to its model: sorting, batching into durable chunks, out-of-memory
+back-off, resume, retries, concurrency, rate limits, progress and recording live once, in the
+engine, for every backend.
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from runner.plan import ModelTask
+from runner.prompts import messages_for
 from runner.questions import Question
 
 
@@ -23,7 +29,7 @@ class GenRequest:
     system: str | None
     user: str
     templated: bool
-    prompt: Any = None  # filled by Backend.build_prompt: what is sent, as recorded
+    prompt: Any = None  # filled by build_prompt: what is sent, as recorded
 
 
 @dataclass
@@ -40,15 +46,16 @@ class GenResult:
 
 
 class Backend:
-    """Common to all backends: built from a task, loaded once, describes itself."""
+    """Common to all backends: built from a task, loaded once, describes itself.
 
-    kind = "generate"
-    #: True for backends whose ``agenerate`` is driven concurrently by the API runner.
-    is_async = False
+    A backend implements one of the interfaces below, never this class alone.
+    """
 
     def __init__(self, task: ModelTask):
         self.task = task
-        self.spec = task.spec
+        self.spec: Any = task.spec
+        #: Settings the backend changed or dropped, for the manifest (kept across reruns).
+        self.warnings: list[str] = []
 
     def preflight(self) -> None:
         """Cheap checks before anything is written (keys present, files exist).
@@ -64,33 +71,51 @@ class Backend:
         """Release memory (GPU) before the next model loads."""
 
 
-class GenerateBackend(Backend):
-    #: How many requests the runner hands over at once; results are stored after each call.
-    batch_size: int = 8
+class Generator(Backend, ABC):
+    """A backend that writes prose answers: it says what each request is sent as."""
+
     #: The prompt rule used (chat, chat-folded, plain, pmc-llama, messages), for the manifest.
     prompt_rule: str = "messages"
 
     def build_prompt(self, req: GenRequest) -> Any:
-        from runner.prompts import messages_for
-
         return messages_for(req.system, req.user)
+
+
+class BatchGenerator(Generator):
+    #: How many requests the engine hands over at once; results are stored after each call.
+    batch_size: int = 8
+    #: True when the engine may halve ``batch_size`` on ``OutOfMemory`` and try again.
+    adaptive_batch: bool = False
 
     def prompt_length(self, prompt: Any) -> int:
         """Used to sort requests so batches hold prompts of similar length."""
         return len(str(prompt))
 
+    @abstractmethod
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        """Answer a batch; one result per request, in the same order."""
-        raise TypeError(f"{type(self).__name__} is asynchronous; use agenerate")
+        """Answer a batch; one result per request, in the same order. ``OutOfMemory`` when
+        the batch does not fit."""
 
+
+class AsyncGenerator(Generator):
+    @abstractmethod
     async def agenerate(self, request: GenRequest) -> GenResult:
-        raise TypeError(f"{type(self).__name__} is synchronous; use generate")
+        """ONE attempt at one request; raise ``TransientAPIError``, ``PermanentAPIError`` or
+        ``BackendFatal`` (runner.errors) when it fails. Retries are the engine's."""
+
+    async def aclose(self) -> None:
+        """Close network clients inside the event loop that used them."""
 
 
-class EmbedBackend(Backend):
-    kind = "embed"
+class Embedder(Backend, ABC):
     batch_size: int = 32
+    adaptive_batch: bool = True
+
+    def text_length(self, text: str) -> int:
+        """Used to sort texts so batches hold texts of similar length."""
+        return len(text)
 
     @abstractmethod
     def embed(self, texts: list[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """float32 array (len(texts), dim) and per-text info (tokens, truncated)."""
+        """One batch: float32 array (len(texts), dim) and per-text info (tokens, truncated).
+        ``OutOfMemory`` when the batch does not fit."""

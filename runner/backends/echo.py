@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from runner.backends.base import GenerateBackend, GenRequest, GenResult
+from runner.backends.base import BatchGenerator, GenRequest, GenResult
 from runner.prompts import plain_prompt
 
 
-class EchoBackend(GenerateBackend):
+class EchoBackend(BatchGenerator):
     prompt_rule = "plain"
 
     def __init__(self, task):

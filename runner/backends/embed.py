@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModel  # noqa: E402
 
-from runner.backends.base import EmbedBackend  # noqa: E402
+from runner.backends.base import Embedder  # noqa: E402
 
 # Only the model-agnostic helpers of the causal-LM backend: sources, devices, dtypes, OOM.
 from runner.backends.hf import (  # noqa: E402
+    free_gpu_cache,
     is_oom,
     load_tokenizer,
     model_facts,
@@ -33,9 +33,7 @@ from runner.backends.hf import (  # noqa: E402
     resolve_source,
     torch_dtype,
 )
-from runner.errors import BackendUnavailable, ConfigError  # noqa: E402
-
-log = logging.getLogger(__name__)
+from runner.errors import BackendUnavailable, ConfigError, OutOfMemory  # noqa: E402
 
 # A tokenizer without a configured limit reports this placeholder (about 1e30).
 _NO_LIMIT = 100_000
@@ -117,8 +115,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     raise ConfigError(f"pooling {mode!r}: expected one of 'cls', 'mean', 'max'")
 
 
-class EmbedderBackend(EmbedBackend):
-    """Tokenizer plus AutoModel; ``embed`` takes any number of texts and batches them itself."""
+class EmbedderBackend(Embedder):
+    """Tokenizer plus AutoModel; ``embed`` turns one batch of texts into vectors."""
 
     def __init__(self, task):
         super().__init__(task)
@@ -129,7 +127,6 @@ class EmbedderBackend(EmbedBackend):
         self.model = None
         self.tokenizer = None
         self.device = "cpu"
-        self.oom_backoffs = 0
         self._accepts: set[str] = set()
 
     def preflight(self) -> None:
@@ -170,26 +167,12 @@ class EmbedderBackend(EmbedBackend):
 
     def close(self) -> None:
         self.model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_gpu_cache()
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens each text has before truncation, special tokens included."""
         ids = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return [len(x) for x in ids]
-
-    def _embed_batch(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        inputs = {k: v.to(self.device) for k, v in enc.items() if k in self._accepts}
-        with torch.inference_mode():
-            hidden = self.model(**inputs).last_hidden_state
-            mask = inputs["attention_mask"]
-            vectors = pool(hidden, mask, self.pooling)
-            if self.normalize:
-                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
-        return vectors.cpu().numpy().astype(np.float32), mask.sum(dim=1).tolist()
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
         if self.model is None:
@@ -197,28 +180,24 @@ class EmbedderBackend(EmbedBackend):
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32), []
         full = self.token_counts(texts)
-        # Longest first, so each batch holds texts of similar length (little padding); the
-        # result is put back in the caller's order at the end.
-        order = sorted(range(len(texts)), key=lambda k: full[k], reverse=True)
-        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        used = [0] * len(texts)
-        i = 0
-        while i < len(order):
-            rows = order[i : i + self.batch_size]
-            try:
-                batch, tokens = self._embed_batch([texts[k] for k in rows])
-            except Exception as e:
-                if not is_oom(e) or self.batch_size == 1:
-                    raise
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self.batch_size = max(1, self.batch_size // 2)
-                self.oom_backoffs += 1
-                log.warning("out of memory at batch size %d; retrying at %d", len(rows), self.batch_size)
-                continue
-            vectors[rows] = batch
-            for k, t in zip(rows, tokens, strict=True):
-                used[k] = int(t)
-            i += len(rows)
-        infos = [{"tokens": t, "truncated": n > self.max_length} for t, n in zip(used, full, strict=True)]
-        return vectors, infos
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        inputs = {k: v.to(self.device) for k, v in enc.items() if k in self._accepts}
+        try:
+            with torch.inference_mode():
+                hidden = self.model(**inputs).last_hidden_state
+                mask = inputs["attention_mask"]
+                vectors = pool(hidden, mask, self.pooling)
+                if self.normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            free_gpu_cache()
+            raise OutOfMemory(f"out of memory with batch size {len(texts)}") from e
+        used = mask.sum(dim=1).tolist()
+        limit = self.max_length or max(full)
+        infos = [{"tokens": int(t), "truncated": n > limit}
+                 for t, n in zip(used, full, strict=True)]
+        return vectors.cpu().numpy().astype(np.float32), infos

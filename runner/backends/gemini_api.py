@@ -19,11 +19,11 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from runner.api_runner import PermanentAPIError, TransientAPIError
-from runner.backends.base import GenerateBackend, GenRequest, GenResult
-from runner.credentials import api_key, check_base_url, public_url, redact
-from runner.errors import BackendFatal
-from runner.ratelimit import parse_duration, retry_after_seconds
+from runner.backends.base import AsyncGenerator, GenRequest, GenResult
+from runner.backends.retry_after import parse_duration, retry_after_seconds
+from runner.credentials import api_key, check_base_url, public_url
+from runner.errors import BackendFatal, PermanentAPIError, TransientAPIError
+from runner.redact import redact
 
 DEFAULT_URL = "https://generativelanguage.googleapis.com/"
 # The wire format this backend speaks; pinned because the SDK's default has moved before.
@@ -121,14 +121,12 @@ def _split(prompt: list[dict]) -> tuple[str | None, str]:
     return system, user
 
 
-class GeminiBackend(GenerateBackend):
-    is_async = True
+class GeminiBackend(AsyncGenerator):
     prompt_rule = "messages"
 
     def __init__(self, task):
         super().__init__(task)
         self.client: genai.Client | None = None
-        self.warnings: list[str] = []
         self.url = public_url(self.spec.base_url or DEFAULT_URL)
 
     @property
@@ -196,7 +194,7 @@ class GeminiBackend(GenerateBackend):
             extra["model_version"] = r.model_version
         um = r.usage_metadata
         thoughts = (um.thoughts_token_count or 0) if um else 0
-        usage = dict(
+        usage: dict[str, Any] = dict(
             input_tokens=um.prompt_token_count if um else None,
             output_tokens=((um.candidates_token_count or 0) + thoughts) if um else None,
             reasoning_tokens=thoughts if um else None,

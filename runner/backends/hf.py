@@ -1,14 +1,13 @@
 """``backend: hf``: a local causal LM through transformers, batched.
 
-Batches are left-padded (decoder-only models continue from the right edge), the runner
-hands over prompts sorted by length, and ``batch_size: auto`` halves itself on an
-out-of-memory error instead of failing the model.
+Batches are left-padded (decoder-only models continue from the right edge), the engine
+hands over prompts sorted by length, and with ``batch_size: auto`` it halves the batch on an
+out-of-memory error (raised here as ``OutOfMemory``) instead of failing the model.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import time
 from pathlib import Path
@@ -21,12 +20,10 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from runner.backends.base import GenerateBackend, GenRequest, GenResult  # noqa: E402
+from runner.backends.base import BatchGenerator, GenRequest, GenResult  # noqa: E402
 from runner.backends.loglik import predictions, score_options  # noqa: E402
-from runner.errors import BackendUnavailable, ConfigError  # noqa: E402
+from runner.errors import BackendUnavailable, ConfigError, OutOfMemory  # noqa: E402
 from runner.prompts import build_prompt, choose_format  # noqa: E402
-
-log = logging.getLogger(__name__)
 
 AUTO_BATCH_CPU = 8
 AUTO_BATCH_CUDA = 32
@@ -101,6 +98,11 @@ def quantization_config(mode: str, device: str):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def free_gpu_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def is_oom(e: BaseException) -> bool:
     if isinstance(e, torch.cuda.OutOfMemoryError):
         return True
@@ -137,16 +139,15 @@ def load_tokenizer(spec, source: str):
         raise BackendUnavailable(f"{spec.id}: cannot load the tokenizer from {source}: {e}") from e
 
 
-class HFBackend(GenerateBackend):
+class HFBackend(BatchGenerator):
     def __init__(self, task):
         super().__init__(task)
         self.model = None
         self.tokenizer = None
         self.device = "cpu"
-        self.auto_batch = self.spec.batch_size == "auto"
-        self.batch_size = 1 if self.auto_batch else int(self.spec.batch_size)
+        self.adaptive_batch = self.spec.batch_size == "auto"
+        self.batch_size = 1 if self.adaptive_batch else int(self.spec.batch_size)
         self.prompt_rule = "unknown"
-        self.oom_backoffs = 0
 
     # --- loading ---------------------------------------------------------------------
 
@@ -189,10 +190,10 @@ class HFBackend(GenerateBackend):
         except OSError as e:
             raise BackendUnavailable(f"{spec.id}: cannot load the model from {source}: {e}") from e
         if self.device == "cpu":
-            model = model.to("cpu")
+            model = model.to("cpu")  # type: ignore[arg-type]  # transformers' stubs miss str devices
         model.eval()
         self.model, self.tokenizer = model, tok
-        if self.auto_batch:
+        if self.adaptive_batch:
             self.batch_size = AUTO_BATCH_CUDA if self.device == "cuda" else AUTO_BATCH_CPU
         self.prompt_rule = choose_format(spec.prompt_format, tok, spec.id)
         return {
@@ -204,8 +205,7 @@ class HFBackend(GenerateBackend):
 
     def close(self) -> None:
         self.model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_gpu_cache()
 
     # --- prompts ---------------------------------------------------------------------
 
@@ -298,7 +298,7 @@ class HFBackend(GenerateBackend):
         elapsed = round(time.perf_counter() - t0, 4)
         results = []
         for r, s in zip(requests, scored, strict=True):
-            if s.error is not None:
+            if s.error is not None or s.loglikelihoods is None or not r.question.options:
                 results.append(GenResult(text=None, error=s.error, latency_s=elapsed))
                 continue
             letters = list(r.question.options)
@@ -326,20 +326,5 @@ class HFBackend(GenerateBackend):
         except Exception as e:
             if not is_oom(e):
                 raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if not self.auto_batch or len(requests) == 1:
-                msg = f"out of memory with batch size {len(requests)}"
-                if not self.auto_batch:
-                    msg += "; lower batch_size or set batch_size: auto"
-                return [GenResult(text=None, error=msg) for _ in requests]
-            half = max(1, len(requests) // 2)
-            self.batch_size = min(self.batch_size, half)
-            self.oom_backoffs += 1
-            log.warning("out of memory at batch size %d; retrying at %d", len(requests), half)
-            # Re-chunk at the current size: a smaller size found on the first half must not
-            # be rediscovered (by another out-of-memory error) on the second.
-            out: list[GenResult] = []
-            while len(out) < len(requests):
-                out += self.generate(requests[len(out) : len(out) + self.batch_size])
-            return out
+            free_gpu_cache()
+            raise OutOfMemory(f"out of memory with batch size {len(requests)}") from e

@@ -164,7 +164,9 @@ def score_options(
                 window = logits[b, cols].float().log_softmax(dim=-1)
                 target = torch.tensor(r.cont, dtype=torch.long, device=window.device)
                 ll = window.gather(1, target.unsqueeze(1)).sum()
-                out[r.item].loglikelihoods[r.option] = float(ll)
+                scores = out[r.item].loglikelihoods
+                assert scores is not None  # only rows of items without an error are scored
+                scores[r.option] = float(ll)
         del logits
         start += len(batch)
     return out

@@ -18,12 +18,12 @@ from typing import Any
 
 import openai
 
-from runner.api_runner import PermanentAPIError, TransientAPIError
-from runner.backends.base import GenerateBackend, GenRequest, GenResult
-from runner.credentials import api_key, check_base_url, public_url, redact
-from runner.errors import BackendFatal
+from runner.backends.base import AsyncGenerator, GenRequest, GenResult
+from runner.backends.retry_after import retry_after_seconds
+from runner.credentials import api_key, check_base_url, public_url
+from runner.errors import BackendFatal, PermanentAPIError, TransientAPIError
 from runner.prompts import folded_messages, messages_for
-from runner.ratelimit import retry_after_seconds
+from runner.redact import redact
 
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 # The first o1 releases reject a system message outright.
@@ -41,7 +41,8 @@ def is_reasoning_model(model_id: str) -> bool:
 
 def _message(e: openai.APIStatusError) -> str:
     body = e.body if isinstance(e.body, dict) else {}
-    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    error = body.get("error")
+    inner = error if isinstance(error, dict) else body
     return str(inner.get("message") or e.message)
 
 
@@ -81,8 +82,7 @@ def wrap_error(e: Exception, *, model: str, env: str, url: str) -> Exception | N
     return None
 
 
-class OpenAIBackend(GenerateBackend):
-    is_async = True
+class OpenAIBackend(AsyncGenerator):
     prompt_rule = "messages"
 
     def __init__(self, task):
@@ -92,7 +92,6 @@ class OpenAIBackend(GenerateBackend):
         self.fold_system = _name(self.spec.id).startswith(NO_SYSTEM_ROLE)
         if self.fold_system:
             self.prompt_rule = "messages-folded"
-        self.warnings: list[str] = []
         self.params = self._request_params()
         self.url = ""
 

@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 
 
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -73,6 +77,30 @@ class ModelManifest(BaseModel):
     usage: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)
+    # Written only where they apply, so other manifests read as before.
+    shard: int | None = Field(None, exclude_if=_is_none, description="This shard, 0-based.")
+    shards: int | None = Field(None, exclude_if=_is_none, description="Shards of a sharded model.")
+    embedding: dict[str, Any] | None = Field(
+        None, exclude_if=_is_none, description="An encoder's embeddings.npy: dimension, pooling..."
+    )
+
+
+ModelState = Literal["pending", "running", "complete", "failed"]
+
+
+def combined_state(parts: list[ModelManifest | None], shards: int = 1) -> ModelState:
+    """One model's state from its manifest, or from every shard's (None: not written yet).
+
+    pending: nothing written; running: a part says so, or parts are missing and none failed;
+    failed: a part failed; complete: every part is there and complete.
+    """
+    present = [p for p in parts if p is not None]
+    if not present:
+        return "pending"
+    states = {p.status for p in present}
+    if "running" in states or (len(present) < shards and "failed" not in states):
+        return "running"
+    return "failed" if "failed" in states else "complete"
 
 
 class RunInfo(BaseModel):

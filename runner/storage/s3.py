@@ -41,7 +41,7 @@ from botocore.exceptions import (
 )
 
 from runner.errors import StorageError, StorageNotFound
-from runner.storage import Storage
+from runner.storage.base import Storage
 
 MiB = 1024 * 1024
 

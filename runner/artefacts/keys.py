@@ -1,0 +1,94 @@
+"""Every storage key of a run, in one place (see DESIGN.md, "What a run leaves in storage").
+
+Keys are relative POSIX paths under the storage root (a folder or ``s3://bucket/prefix``)::
+
+    <run_id>/run.json, <run_id>/questions.jsonl
+    <run_id>/<model_dir>/N.txt                  answer N, the original tool's layout
+    <run_id>/<model_dir>/records/NNNNNN.json    the full record of question N; marks N done
+    <run_id>/<model_dir>/responses.jsonl        assembled from the records
+    <run_id>/<model_dir>/manifest.json          (shards/<i>.json per shard of a sharded model)
+    <run_id>/<model_dir>/vectors/*.npz          an encoder's vectors, one file a batch
+    <run_id>/<model_dir>/embeddings.npy         row i = question i+1
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+RUN_JSON = "run.json"
+QUESTIONS = "questions.jsonl"
+RESPONSES = "responses.jsonl"
+MANIFEST = "manifest.json"
+RECORDS_DIR = "records"
+SHARDS_DIR = "shards"
+VECTORS_DIR = "vectors"
+EMBEDDINGS_FILE = "embeddings.npy"
+RUNNER_LOG = "runner.log"
+
+
+@dataclass(frozen=True)
+class Keys:
+    run_id: str
+    model_dir: str = ""
+
+    @property
+    def run_json(self) -> str:
+        return f"{self.run_id}/{RUN_JSON}"
+
+    @property
+    def questions(self) -> str:
+        return f"{self.run_id}/{QUESTIONS}"
+
+    @property
+    def model(self) -> str:
+        return f"{self.run_id}/{self.model_dir}"
+
+    def answer(self, index: int) -> str:
+        return f"{self.model}/{index}.txt"
+
+    def record(self, index: int) -> str:
+        return f"{self.model}/{RECORDS_DIR}/{index:06d}.json"
+
+    @property
+    def records(self) -> str:
+        return f"{self.model}/{RECORDS_DIR}/"
+
+    @property
+    def responses(self) -> str:
+        return f"{self.model}/{RESPONSES}"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.model}/{MANIFEST}"
+
+    def shard_manifest(self, shard: int) -> str:
+        return f"{self.model}/{SHARDS_DIR}/{shard}.json"
+
+    def log(self, shard: int = 0, shards: int = 1) -> str:
+        return f"{self.model}/{RUNNER_LOG}" if shards == 1 else f"{self.model}/{SHARDS_DIR}/{shard}.log"
+
+    @property
+    def vectors(self) -> str:
+        return f"{self.model}/{VECTORS_DIR}/"
+
+    def vector_batch(self, indices: list[int]) -> str:
+        # Named by what it holds: the same questions give the same key (an identical rewrite on
+        # a rerun), different batches never collide.
+        digest = hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:12]
+        return f"{self.vectors}{min(indices):06d}-{max(indices):06d}-{digest}.npz"
+
+    @property
+    def embeddings(self) -> str:
+        return f"{self.model}/{EMBEDDINGS_FILE}"
+
+
+def record_index(key: str) -> int | None:
+    """The question index a record key names, or None for any other key."""
+    name = key.rsplit("/", 1)[-1]
+    if not name.endswith(".json"):
+        return None
+    try:
+        return int(name[:-5])
+    except ValueError:
+        return None

@@ -1,0 +1,91 @@
+"""models.yaml as a whole: the run's name, questions, prompt, output, decoding and models."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from runner.config.backends import ModelSpec, infer_backend
+from runner.config.base import ClusterConfig, Generation, ModelBase, Strict, check_safe_name, check_template
+from runner.errors import ConfigError
+
+
+class RunConfig(Strict):
+    """A models.yaml file."""
+
+    name: str = Field("medbench", description="The run's name; part of the run id.")
+    questions: str = Field(description="JSONL question file, relative to this file.")
+    system_prompt: str = Field(
+        "oncology-expert", description="A preset name, a file path, inline text, or 'none'."
+    )
+    output: str = Field("results", description="Local folder or s3://bucket/prefix.")
+    generation: Generation = Field(
+        default_factory=Generation, description="Decoding settings for all models."
+    )
+    prompt_template: str | None = Field(
+        None, description="Replaces the built-in question rendering for all models."
+    )
+    cluster: ClusterConfig = Field(
+        default_factory=ClusterConfig, description="Kubernetes settings (render and submit only)."
+    )
+    models: list[ModelSpec] = Field(min_length=1, description="The panel: one entry per model.")
+
+    # Where the file was read from, so relative paths resolve against it. Not a YAML key.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_run_name(cls, v: str) -> str:
+        check_safe_name(v, "name")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError("name may use letters, digits, '.', '_' and '-' only")
+        return v
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        return check_template(v)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _default_backend(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        out = []
+        for item in v:
+            if isinstance(item, dict) and "backend" not in item and isinstance(item.get("id"), str):
+                item = {**item, "backend": infer_backend(item["id"])}
+            out.append(item)
+        return out
+
+    @model_validator(mode="after")
+    def _unique_dirs(self) -> RunConfig:
+        seen: dict[str, int] = {}
+        for i, m in enumerate(self.models):
+            if m.model_dir in seen:
+                raise ValueError(
+                    f"models[{i}] and models[{seen[m.model_dir]}] would both write to "
+                    f"'{m.model_dir}'; give one of them a distinct 'name'"
+                )
+            seen[m.model_dir] = i
+        return self
+
+    def generation_for(self, model: ModelBase) -> Generation:
+        if model.generation is None:
+            return self.generation
+        over = model.generation.model_dump(exclude_none=True)
+        return self.generation.model_copy(update=over)
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if name in (m.model_dir, m.id, m.name):
+                return m
+        known = ", ".join(m.model_dir for m in self.models)
+        raise ConfigError(f"no model named '{name}' in this config; known: {known}")
+
+    def resolve_path(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.base_dir / path

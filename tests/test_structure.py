@@ -1,0 +1,160 @@
+"""The house's wiring: modules import only downwards, no import cycles, docs that cannot drift.
+
+Imports are read from the source (every ``import`` and ``from ... import``, inside functions
+too), so a cycle hidden behind a lazy import is caught as well.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from runner.config.reference import render_reference, undocumented
+from tests.conftest import REPO
+
+PACKAGES = ("runner", "launcher")
+
+# Lowest first. A module may import its own layer and those below it, never one above.
+LAYERS = [
+    ("runner.redact", "runner.errors"),
+    ("runner.storage", "runner.artefacts.keys", "runner.artefacts.jsonl", "runner.artefacts.records"),
+    ("runner.config",),
+    ("runner.questions", "runner.prompts", "runner.credentials"),
+    ("runner.plan",),
+    ("runner.artefacts.stored",),
+    ("runner.backends",),
+    ("runner.engine",),
+    ("runner.embeddings", "runner.main"),
+    ("launcher",),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The project modules ``name`` imports, resolved to the most specific module that exists."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from runner.engine import concurrent` imports the module runner.engine.concurrent.
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                out.add(t)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = project_modules()
+    known = set(mods)
+    return {name: imports_of(name, path, known) for name, path in mods.items()}
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(g.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def layer_of(name: str) -> int:
+    best = None
+    for i, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            if name == p or name.startswith(p + "."):
+                if best is None or len(p) > best[1]:
+                    best = (i, len(p))
+    assert best is not None, f"{name} is in no layer: add it to LAYERS"
+    return best[0]
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_imports_another_that_imports_it_back():
+    found = cycles(graph())
+    assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_modules_import_only_their_own_layer_or_those_below():
+    upward = [f"{a} imports {b}" for a, deps in graph().items() for b in deps if layer_of(b) > layer_of(a)]
+    assert not upward, "\n".join(upward)
+
+
+def test_every_config_field_says_what_it_does():
+    assert undocumented() == []
+
+
+def test_the_models_yaml_reference_is_generated_from_the_config():
+    committed = (REPO / "docs" / "reference" / "models-yaml.md").read_text(encoding="utf-8")
+    assert committed == render_reference(), (
+        "docs/reference/models-yaml.md is stale: run "
+        "`python -m runner.config.reference > docs/reference/models-yaml.md`")
+
+
+@pytest.mark.parametrize("doc", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").rglob("*.md")))
+def test_links_between_docs_point_at_files_that_exist(doc):
+    import re
+
+    path = REPO / doc
+    for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", path.read_text(encoding="utf-8")):
+        assert (path.parent / target).resolve().is_file(), f"{doc} links to missing {target}"
+
+
+def test_the_readme_stays_a_front_page():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move detail into docs/"
