@@ -10,6 +10,9 @@ to a temporary folder):
 2. ``requests_per_minute: 600`` with ``concurrency: 32`` over a shorter window (80
    requests by default): the rate the server saw must stay at or under 600 a minute.
 
+The questions default to the PubMedQA sample shipped in questions/ (50 items); a file with
+fewer than ``--n`` questions is repeated to ``--n`` (only the number of requests matters here).
+
     .venv/bin/python bench/bench_api.py [--questions PATH] [--n 200] [--rpm-n 80]
 """
 
@@ -33,11 +36,12 @@ from runner.artefacts.stored import stage_run  # noqa: E402
 from runner.config import parse_config  # noqa: E402
 from runner.engine.model_run import ModelRun  # noqa: E402
 from runner.plan import make_plan  # noqa: E402
-from runner.questions import load_questions  # noqa: E402
+from runner.questions import Question, load_questions  # noqa: E402
 from runner.storage import LocalStorage  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 
 KEY = "sk-bench-0123456789"
+SAMPLE = REPO / "questions" / "pubmedqa_sample.jsonl"
 LATENCY = 0.25
 
 
@@ -81,6 +85,16 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def first_n(questions: Path, n: int) -> list[Question]:
+    """The file's first ``n`` questions, the file repeated (fresh ids and positions) if shorter."""
+    base = load_questions(questions)
+    out = []
+    for i in range(n):
+        q, lap = base[i % len(base)], i // len(base)
+        out.append(q.model_copy(update={"id": f"{q.id}~{lap}" if lap else q.id, "index": i + 1}))
+    return out
+
+
 def run_model(url: str, questions: Path, n: int, **model: object) -> tuple[float, float]:
     """One model over the first ``n`` questions: wall seconds and this process's CPU seconds."""
     keys = "".join(f"\n    {k}: {json.dumps(v)}" for k, v in model.items())
@@ -88,7 +102,7 @@ def run_model(url: str, questions: Path, n: int, **model: object) -> tuple[float
             f"generation: {{max_new_tokens: 64}}\n"
             f"models:\n  - id: gpt-4o\n    backend: openai\n    base_url: {url}{keys}\n")
     cfg = parse_config(text)
-    qs = load_questions(questions)[:n]
+    qs = first_n(questions, n)
     plan = make_plan(cfg, questions=qs)
     with tempfile.TemporaryDirectory() as tmp:
         storage = LocalStorage(tmp)
@@ -109,13 +123,16 @@ def rate_per_minute(starts: list[float]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--questions", type=Path, default=REPO.parent / "shared/data/pubmedqa_200.jsonl")
+    ap.add_argument("--questions", type=Path, default=SAMPLE)
     ap.add_argument("--n", type=int, default=200, help="questions for the concurrency comparison")
     ap.add_argument("--rpm-n", type=int, default=80, help="requests for the rate-limit check")
     args = ap.parse_args()
     os.environ["OPENAI_API_KEY"] = KEY
 
-    print(f"loopback server latency {LATENCY * 1000:.0f} ms; {args.n} questions")
+    in_file = len(load_questions(args.questions))
+    repeated = f" (the file's {in_file}, repeated)" if in_file < args.n else ""
+    print(f"loopback server latency {LATENCY * 1000:.0f} ms; "
+          f"{args.n} questions from {args.questions}{repeated}")
     with RemoteServer(LATENCY) as server:
         seq, cpu1 = run_model(server.url, args.questions, args.n, concurrency=1)
         print(f"concurrency  1: {seq:7.2f} s  {args.n / seq:6.2f} answers/s  (runner CPU {cpu1:.2f} s)")

@@ -59,21 +59,34 @@ class RichProgress:
         self.p.update(self.task_id, description=f"[{style}]{manifest.model_dir}")
 
 
-def preflight(plan: Plan) -> None:
-    for task in plan.tasks:
+def preflight(tasks: list[ModelTask]) -> None:
+    for task in tasks:
         backend_class(task.spec.backend)(task).preflight()
+
+
+def selected_tasks(plan: Plan, only: list[str] | None) -> list[ModelTask]:
+    """The models ``--only`` names, in the file's order, each once; every model without it."""
+    if not only:
+        return list(plan.tasks)
+    chosen = [plan.task(name) for name in only]
+    return [t for t in plan.tasks if any(t is c for c in chosen)]
 
 
 def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | None = None,
               console: Console | None = None) -> tuple[Plan, list[ModelManifest]]:
     console = console or Console()
+    # The run id and run.json still cover the whole file, so running the other models later
+    # continues this same run; everything that concerns one model (its backend's checks, its
+    # folder, its row in the summary) covers the selected ones only: a GPU-only model or a
+    # missing API key elsewhere in the file must not block trying one model with --only.
     plan = make_plan(cfg, run_id=run_id)
-    tasks = [plan.task(n) for n in only] if only else plan.tasks
-    preflight(plan)
+    tasks = selected_tasks(plan, only)
+    preflight(tasks)
     storage = open_storage(cfg.output, endpoint_url=cfg.cluster.s3_endpoint)
     stage_run(plan, storage)
+    models = f"{len(tasks)} of {len(plan.tasks)} models" if only else f"{len(tasks)} models"
     console.print(f"run [bold]{plan.run_id}[/] → {storage.url}/{plan.run_id}  "
-                  f"({len(plan.questions)} questions, {len(tasks)} models)")
+                  f"({len(plan.questions)} questions, {models})")
     manifests = []
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                MofNCompleteColumn(), TokensPerSecond(), TimeElapsedColumn()]

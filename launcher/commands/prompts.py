@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
@@ -21,7 +23,9 @@ def cmd_prompts(args) -> int:
             from runner.errors import InputError
 
             raise InputError(f"unknown preset {args.name!r}; expected one of {', '.join(PRESETS)}")
-        console.print(PRESETS[args.name], markup=False, highlight=False)
+        # The exact text, byte for byte: rich would wrap it to the terminal (80 columns when
+        # piped) and pad lines, so `launcher prompts NAME > file` would not be the preset.
+        sys.stdout.write(PRESETS[args.name] + "\n")
         return 0
     table = Table("preset", "persona", "words")
     for name, text in PRESETS.items():

@@ -10,7 +10,8 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="run every model of a models.yaml locally (CPU or local GPU)")
     p.add_argument("config", help="models.yaml")
     p.add_argument("--only", action="append", metavar="NAME",
-                   help="run only this model (id or folder name); repeatable")
+                   help="run only this model (id or folder name); repeatable. Only the named models "
+                        "are checked (API keys, GPU, weights); the run id still covers the whole file")
     p.add_argument("--output", metavar="DIR", help="override the config's output (folder or s3://)")
     p.add_argument("--run-id", metavar="ID",
                    help="use this run id instead of the one derived from the config and questions")
