@@ -94,13 +94,16 @@ def resolve_system_prompt(value: str | None, base_dir: Path) -> str | None:
         return None
     v = value.strip()
     p = _prompt_file(v, base_dir)
-    if _is_file(p):
+    if p is not None and _is_file(p):
         if v in PRESETS:
             raise ConfigError(
                 f"system_prompt: {v!r} is both a preset and the file {p}; write './{v}' to use "
                 "the file, or rename the file to use the preset"
             )
-        return p.read_text(encoding="utf-8").strip()
+        try:
+            return p.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"system_prompt: cannot read {p}: {e}") from None
     if v in PRESETS:
         return PRESETS[v]
     single_token = " " not in v and "\n" not in v

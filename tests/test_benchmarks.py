@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from launcher.scoring.extract import extract_choice
+from runner.artefacts.stored import stage_run
 from runner.benchmarks import (
     BENCHMARKS,
     BenchmarkSource,
@@ -32,8 +33,8 @@ from runner.benchmarks import (
 )
 from runner.benchmarks.sampling import sample_rows
 from runner.config import check_template, parse_config
+from runner.engine.model_run import ModelRun
 from runner.errors import InputError
-from runner.execute import ModelRun, stage_run
 from runner.plan import make_plan
 from runner.questions import dump_questions, load_questions
 from runner.storage import open_storage

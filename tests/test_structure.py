@@ -21,7 +21,7 @@ LAYERS = [
     ("runner.redact", "runner.errors"),
     ("runner.storage", "runner.artefacts.keys", "runner.artefacts.jsonl", "runner.artefacts.records"),
     ("runner.config",),
-    ("runner.questions", "runner.prompts", "runner.credentials"),
+    ("runner.questions", "runner.prompts", "runner.credentials", "runner.benchmarks"),
     ("runner.plan",),
     ("runner.artefacts.stored",),
     ("runner.backends",),
