@@ -10,13 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from runner.artefacts.records import RunInfo, now_iso, package_versions
-from runner.config import Generation, ModelSpec, RunConfig
+from runner.benchmarks import BenchmarkSource, load_benchmark, prompts_for, source_fingerprint
+from runner.config import Generation, HFModel, ModelSpec, RunConfig
 from runner.errors import ConfigError
 from runner.prompts import prompt_hash, resolve_system_prompt
 from runner.questions import Question, dump_questions, load_questions
+
+#: What a log-likelihood model scores after the prompt: each option's text, or its letter
+#: (as lm-evaluation-harness does for MedQA, MedMCQA and MMLU).
+Choices = Literal["option_texts", "letters"]
 
 
 @dataclass
@@ -25,6 +30,7 @@ class ModelTask:
     system_prompt: str | None
     generation: Generation
     prompt_template: str | None
+    loglikelihood_choices: Choices = "option_texts"
 
     @property
     def model_dir(self) -> str:
@@ -43,6 +49,8 @@ class ModelTask:
             p["generation"] = self.generation.model_dump(mode="json")
         p["prompt_template"] = self.prompt_template
         p["system_prompt_sha256_16"] = self.system_prompt_hash
+        if self.loglikelihood_choices != "option_texts":  # only where it applies: run ids stay put
+            p["loglikelihood_choices"] = self.loglikelihood_choices
         return p
 
     def params_hash(self) -> str:
@@ -57,10 +65,12 @@ class Plan:
     questions: list[Question]
     tasks: list[ModelTask]
     questions_jsonl: str = field(repr=False, default="")
+    #: Where named-benchmark questions came from (dataset, revision, split, sample); None for a file.
+    questions_source: dict[str, Any] | None = None
 
     def task(self, name: str) -> ModelTask:
-        spec = self.config.model(name)
-        return next(t for t in self.tasks if t.spec is spec)
+        model_dir = self.config.model(name).model_dir
+        return next(t for t in self.tasks if t.model_dir == model_dir)
 
     def run_info(self) -> RunInfo:
         return RunInfo(
@@ -72,29 +82,61 @@ class Plan:
             questions_sha256=hashlib.sha256(self.questions_jsonl.encode()).hexdigest(),
             n_questions=len(self.questions),
             versions=package_versions(),
+            questions_source=self.questions_source,
         )
 
 
-def _task(cfg: RunConfig, spec: ModelSpec) -> ModelTask:
+def _benchmark(cfg: RunConfig) -> BenchmarkSource | None:
+    return cfg.questions if isinstance(cfg.questions, BenchmarkSource) else None
+
+
+def _scores_loglikelihood(spec: ModelSpec) -> bool:
+    return getattr(spec, "scoring", "generate") == "loglikelihood"
+
+
+def _task(cfg: RunConfig, spec: ModelSpec, system_prompt: str | None) -> ModelTask:
+    """A model's resolved settings (its system prompt already resolved to text).
+
+    On a named benchmark a generative model without a ``prompt_template`` of its own gets the
+    benchmark's: with ``scoring: loglikelihood`` the harness's prompt and continuations, sent
+    plain (``prompt_format: auto`` resolves to ``plain``, as the harness uses no chat template);
+    otherwise the benchmark's instruction prompt.
+    """
+    template = spec.prompt_template or cfg.prompt_template
+    choices: Choices = "option_texts"
+    source = _benchmark(cfg)
+    if source is not None and spec.kind == "generate" and template is None:
+        prompts = prompts_for(source)
+        if _scores_loglikelihood(spec):
+            template = prompts.loglikelihood.prompt_template
+            choices = prompts.loglikelihood.continuations
+            if isinstance(spec, HFModel) and spec.prompt_format == "auto":
+                spec = spec.model_copy(update={"prompt_format": "plain"})
+        else:
+            template = prompts.instruction_template
+    return ModelTask(spec=spec, system_prompt=system_prompt, generation=cfg.generation_for(spec),
+                     prompt_template=template, loglikelihood_choices=choices)
+
+
+def _system_prompt(cfg: RunConfig, spec: ModelSpec) -> str | None:
     raw: str | None = spec.system_prompt if spec.system_prompt is not None else cfg.system_prompt
     if spec.kind == "embed":
         raw = None  # encoders embed the question alone; a prompt change must not re-run them
+    if _benchmark(cfg) is not None and _scores_loglikelihood(spec) and spec.system_prompt is None:
+        raw = None  # the harness sends no system prompt; a model's own system_prompt still wins
     try:
-        system = resolve_system_prompt(raw, cfg.base_dir)
+        return resolve_system_prompt(raw, cfg.base_dir)
     except ConfigError as e:
         where = f"models[{cfg.models.index(spec)}]." if spec.system_prompt is not None else ""
         raise ConfigError(f"{where}{e}") from None
-    return ModelTask(
-        spec=spec,
-        system_prompt=system,
-        generation=cfg.generation_for(spec),
-        prompt_template=spec.prompt_template or cfg.prompt_template,
-    )
 
 
-def run_id_for(cfg: RunConfig, tasks: list[ModelTask], questions_jsonl: str) -> str:
-    """``<name>-<hash>``: the hash covers the questions and every model's settings."""
+def run_id_for(cfg: RunConfig, tasks: list[ModelTask], questions_jsonl: str,
+               questions_source: dict[str, Any] | None = None) -> str:
+    """``<name>-<hash>``: the hash covers the questions, where they came from and every model's settings."""
     h = hashlib.sha256(questions_jsonl.encode())
+    if questions_source is not None:
+        h.update(source_fingerprint(questions_source).encode())
     for t in tasks:
         h.update(t.model_dir.encode())
         h.update(t.params_hash().encode())
@@ -104,29 +146,28 @@ def run_id_for(cfg: RunConfig, tasks: list[ModelTask], questions_jsonl: str) -> 
 def make_plan(
     cfg: RunConfig, questions: list[Question] | None = None, run_id: str | None = None
 ) -> Plan:
+    source: dict[str, Any] | None = None
     if questions is None:
-        questions = load_questions(cfg.resolve_path(cfg.questions))
-    tasks = [_task(cfg, m) for m in cfg.models]
+        bench = _benchmark(cfg)
+        if bench is not None:
+            questions, source = load_benchmark(bench, cfg.base_dir)
+        else:
+            assert isinstance(cfg.questions, str)
+            questions = load_questions(cfg.resolve_path(cfg.questions))
+    tasks = [_task(cfg, m, _system_prompt(cfg, m)) for m in cfg.models]
     qjsonl = dump_questions(questions)
-    rid = run_id or run_id_for(cfg, tasks, qjsonl)
-    return Plan(run_id=rid, config=cfg, questions=questions, tasks=tasks, questions_jsonl=qjsonl)
+    rid = run_id or run_id_for(cfg, tasks, qjsonl, source)
+    return Plan(run_id=rid, config=cfg, questions=questions, tasks=tasks, questions_jsonl=qjsonl,
+                questions_source=source)
 
 
 def plan_from_run(info: RunInfo, questions: list[Question]) -> Plan:
     """Rebuild a staged run's plan (in a pod) from run.json and questions.jsonl.
 
     System prompts come from run.json as resolved text: a prompt file on the submitter's
-    laptop does not exist in the pod.
+    laptop does not exist in the pod; a benchmark's questions come staged, never from its hub.
     """
     cfg = RunConfig.model_validate(info.config)
-    tasks = [
-        ModelTask(
-            spec=m,
-            system_prompt=info.system_prompts.get(m.model_dir),
-            generation=cfg.generation_for(m),
-            prompt_template=m.prompt_template or cfg.prompt_template,
-        )
-        for m in cfg.models
-    ]
+    tasks = [_task(cfg, m, info.system_prompts.get(m.model_dir)) for m in cfg.models]
     return Plan(run_id=info.run_id, config=cfg, questions=questions, tasks=tasks,
-                questions_jsonl=dump_questions(questions))
+                questions_jsonl=dump_questions(questions), questions_source=info.questions_source)

@@ -17,7 +17,6 @@ import yaml
 from pydantic import ValidationError
 
 from launcher.scoring.extract import extract_choice
-from runner.artefacts.stored import stage_run
 from runner.benchmarks import (
     BENCHMARKS,
     BenchmarkSource,
@@ -33,11 +32,8 @@ from runner.benchmarks import (
 )
 from runner.benchmarks.sampling import sample_rows
 from runner.config import check_template, parse_config
-from runner.engine.model_run import ModelRun
 from runner.errors import InputError
-from runner.plan import make_plan
 from runner.questions import dump_questions, load_questions
-from runner.storage import open_storage
 from tests import benchmark_fixtures as fx
 from tests.conftest import SMOLLM2_GGUF, run_cli, write
 
@@ -261,17 +257,12 @@ def test_load_benchmark_checks_names_itself_with_input_errors(fields, error, tmp
     assert isinstance(e.value, InputError) and e.value.exit_code == 2 and "\n" not in str(e.value)
 
 
-def test_a_bad_source_in_models_yaml_names_the_line_once_wired(tmp_path):
-    # The lead's wiring makes RunConfig.questions accept this mapping; until then this test skips.
+def test_a_bad_source_in_models_yaml_names_the_line(tmp_path):
     text = "questions:\n  benchmark: mmlu\n  subject: virology\nmodels:\n  - id: x\n    backend: echo\n"
-    try:
+    with pytest.raises(InputError) as e:
         parse_config(text, "models.yaml", tmp_path)
-    except Exception as e:  # noqa: BLE001 - whichever error the unwired config gives
-        if "unknown mmlu subject" not in str(e):
-            pytest.skip("RunConfig.questions does not take a benchmark mapping yet")
-        assert str(e).startswith("models.yaml:") and getattr(e, "exit_code", None) == 2
-    else:
-        pytest.fail("an unknown subject was accepted")
+    assert str(e.value).startswith("models.yaml:1: questions: unknown mmlu subject 'virology'")
+    assert e.value.exit_code == 2 and "\n" not in str(e.value)
 
 
 def test_no_network_and_no_cache_names_the_dataset_and_how_to_download_it(tmp_path):
@@ -451,47 +442,58 @@ def shared_file_run(tmp_path_factory, smollm2_dir, pubmedqa) -> list[dict]:
     return _records(work / "out", "shared")
 
 
-def _config_takes_benchmarks(tmp: Path) -> bool:
-    try:
-        parse_config("questions: {benchmark: pubmedqa}\nmodels: [{id: x, backend: echo}]\n", "m.yaml", tmp)
-    except Exception:  # noqa: BLE001 - the unwired RunConfig rejects the mapping
-        return False
-    return True
-
-
 @pytest.mark.slow
 def test_smollm2_on_pubmedqa_by_name_makes_the_shared_file_choices(tmp_path, smollm2_dir, pubmedqa_copy,
                                                                    shared_file_run):
-    if _config_takes_benchmarks(tmp_path):
-        # Wired (the lead's part): models.yaml names the benchmark, the loglikelihood model has no
-        # prompt_template of its own and gets the harness's, and the run stages the items.
-        write(tmp_path / "models.yaml", f"""
-            name: byname
-            questions: {{benchmark: pubmedqa, path: {pubmedqa_copy}, limit: {N_SMOL}}}
-            system_prompt: none
-            output: {tmp_path / "out"}
-            models:
-              - id: HuggingFaceTB/SmolLM2-135M-Instruct
-                path: {smollm2_dir}
-                gguf_file: {SMOLLM2_GGUF}
-                dtype: float32
-                device: cpu
-                scoring: loglikelihood
-                prompt_format: plain
-        """)
-        assert run_cli("run", str(tmp_path / "models.yaml"), "--run-id", "byname") == 0
-        staged = load_questions(tmp_path / "out" / "byname" / "questions.jsonl")
-        assert [q.id for q in staged] == [f"pubmedqa-test-{i}" for i in range(N_SMOL)]
-    else:
-        # Until then: the same items and the benchmark's prompt, handed to the runner directly.
-        source = BenchmarkSource(benchmark="pubmedqa", path=str(pubmedqa_copy), limit=N_SMOL)
-        questions, _ = load_benchmark(source, tmp_path)
-        template = prompts_for(source).loglikelihood.prompt_template
-        write(tmp_path / "models.yaml",
-              _smol_config(smollm2_dir, template, "unused.jsonl", tmp_path / "out", "byname"))
-        cfg = parse_config((tmp_path / "models.yaml").read_text(), "models.yaml", tmp_path)
-        plan = make_plan(cfg, questions=questions, run_id="byname")
-        storage = open_storage(cfg.output)
-        stage_run(plan, storage)
-        assert ModelRun(plan, plan.tasks[0], storage).run().status == "complete"
+    # models.yaml names the benchmark; the loglikelihood model sets no prompt_template, system
+    # prompt or prompt format of its own and gets the harness's (plain, no system prompt).
+    write(tmp_path / "models.yaml", f"""
+        name: byname
+        questions: {{benchmark: pubmedqa, path: {pubmedqa_copy}, limit: {N_SMOL}}}
+        output: {tmp_path / "out"}
+        models:
+          - id: HuggingFaceTB/SmolLM2-135M-Instruct
+            path: {smollm2_dir}
+            gguf_file: {SMOLLM2_GGUF}
+            dtype: float32
+            device: cpu
+            scoring: loglikelihood
+    """)
+    assert run_cli("run", str(tmp_path / "models.yaml"), "--run-id", "byname") == 0
+    staged = load_questions(tmp_path / "out" / "byname" / "questions.jsonl")
+    assert [q.id for q in staged] == [f"pubmedqa-test-{i}" for i in range(N_SMOL)]
     _same_choices(_records(tmp_path / "out", "byname"), shared_file_run)
+    info = json.loads((tmp_path / "out" / "byname" / "run.json").read_text())
+    assert info["questions_source"]["benchmark"] == "pubmedqa"
+    assert info["questions_source"]["split"] == "test"
+
+
+@pytest.mark.slow
+def test_smollm2_on_medqa_by_name_scores_the_option_letters_as_the_harness_does(tmp_path, smollm2_dir, copies):
+    # MedQA is scored by the letters " A" .. " D" after the harness's prompt: the plan hands the
+    # runner that convention, and with one-character choices acc_norm is acc.
+    write(tmp_path / "models.yaml", f"""
+        name: medqa-letters
+        questions: {{benchmark: medqa, path: {copies["medqa"]}, limit: 2}}
+        output: {tmp_path / "out"}
+        models:
+          - id: HuggingFaceTB/SmolLM2-135M-Instruct
+            path: {smollm2_dir}
+            gguf_file: {SMOLLM2_GGUF}
+            dtype: float32
+            device: cpu
+            scoring: loglikelihood
+    """)
+    assert run_cli("run", str(tmp_path / "models.yaml"), "--run-id", "letters") == 0
+    folder = tmp_path / "out" / "letters" / "HuggingFaceTB_SmolLM2-135M-Instruct"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["parameters"]["loglikelihood_choices"] == "letters"
+    assert manifest["parameters"]["prompt_format"] == "plain"
+    source = BenchmarkSource(benchmark="medqa", path=str(copies["medqa"]), limit=2)
+    questions, _ = load_benchmark(source, tmp_path)
+    recipe = prompts_for(source).loglikelihood
+    for rec, q in zip(_records(tmp_path / "out", "letters"), questions, strict=True):
+        (context, _), *_ = loglikelihood_requests(q, recipe)
+        assert rec["prompt"] == context and len(rec["option_loglikelihoods"]) == 4
+        assert rec["prediction"] == rec["prediction_norm"]
+        assert rec["response"] == q.options[rec["prediction"]]

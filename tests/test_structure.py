@@ -20,7 +20,9 @@ PACKAGES = ("runner", "launcher")
 LAYERS = [
     ("runner.redact", "runner.errors"),
     ("runner.storage", "runner.artefacts.keys", "runner.artefacts.jsonl", "runner.artefacts.records"),
-    ("runner.config",),
+    # A benchmark's catalogue entry and source are config; loading and prompting it use questions.
+    ("runner.config", "runner.benchmarks.source", "runner.benchmarks.catalogue", "runner.benchmarks.schemas",
+     "runner.benchmarks.errors", "runner.benchmarks.sampling", "runner.benchmarks.loading"),
     ("runner.questions", "runner.prompts", "runner.credentials", "runner.benchmarks"),
     ("runner.plan",),
     ("runner.artefacts.stored",),

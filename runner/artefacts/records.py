@@ -119,6 +119,10 @@ class RunInfo(BaseModel):
     questions_sha256: str
     n_questions: int
     versions: dict[str, str] = Field(default_factory=dict)
+    questions_source: dict[str, Any] | None = Field(
+        None, exclude_if=_is_none,
+        description="A named benchmark's provenance: dataset, revision, split, sample, prompts.",
+    )
 
 
 _PACKAGES = (

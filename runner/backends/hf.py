@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from runner.backends.base import BatchGenerator, GenRequest, GenResult  # noqa: E402
-from runner.backends.loglik import predictions, score_options  # noqa: E402
+from runner.backends.loglik import predictions, score_options, scored_choices  # noqa: E402
 from runner.errors import BackendUnavailable, ConfigError, OutOfMemory  # noqa: E402
 from runner.prompts import build_prompt, choose_format  # noqa: E402
 
@@ -285,10 +285,8 @@ class HFBackend(BatchGenerator):
 
     def _score_batch(self, requests: list[GenRequest]) -> list[GenResult]:
         """``scoring: loglikelihood``: rank each question's options; see runner.backends.loglik."""
-        items = []
-        for r in requests:
-            options = list(r.question.options.values()) if r.question.options else []
-            items.append((r.prompt, options))
+        mode = self.task.loglikelihood_choices
+        items = [(r.prompt, scored_choices(r.question.options, mode)) for r in requests]
         t0 = time.perf_counter()
         scored = score_options(
             self.model, self.tokenizer, items,
@@ -303,7 +301,7 @@ class HFBackend(BatchGenerator):
                 continue
             letters = list(r.question.options)
             texts = list(r.question.options.values())
-            best, best_norm = predictions(s.loglikelihoods, texts)
+            best, best_norm = predictions(s.loglikelihoods, scored_choices(r.question.options, mode))
             results.append(
                 GenResult(
                     text=texts[best],

@@ -172,6 +172,15 @@ def score_options(
     return out
 
 
+def scored_choices(options: dict[str, str] | None, mode: str) -> list[str]:
+    """What is scored after the prompt for each option: its text, or its letter (``letters``,
+    as lm-evaluation-harness scores MedQA, MedMCQA and MMLU). With letters every choice is one
+    character, so ``acc_norm`` equals ``acc``, as in the harness."""
+    if not options:
+        return []
+    return list(options) if mode == "letters" else list(options.values())
+
+
 def predictions(loglikelihoods: list[float], options: list[str]) -> tuple[int, int]:
     """Indices of the ``acc`` choice and the ``acc_norm`` (per UTF-8 byte) choice.
 

@@ -9,12 +9,13 @@ adding one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator
 
-from runner.config.base import ModelBase, Prices
+from runner.config.base import ModelBase, Prices, check_env_name
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -68,8 +69,15 @@ class APIModel(ModelBase):
     tokens_per_minute: float | None = Field(None, gt=0, description="Most tokens (in + out) a minute.")
     max_retries: int = Field(5, ge=0, le=50, description="Retries of a 429, 5xx, timeout or bad body.")
     timeout: float = Field(120.0, gt=0, description="Seconds before one request is abandoned.")
-    prices: Prices | None = Field(None, description="Prices for the cost columns.")
+    prices: Prices | None = Field(
+        None, description="Prices for the cost columns; default the plan's dated table (docs/kubernetes.md)."
+    )
     api_key_env: str = Field(description="Environment variable holding the key.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env(cls, v: str) -> str:
+        return check_env_name(v, "api_key_env")
 
 
 class OpenAIModel(APIModel):
@@ -158,6 +166,9 @@ class Descriptor:
     image: Literal["gpu", "cpu"]  #: which runner image its Jobs use (gpu: images/Dockerfile)
     secrets: tuple[SecretEnv, ...] = ()
     api: bool = False  #: answers over the network: small pods, and it may serve as the judge
+    #: Jobs sized from the model's weights: GPUs and memory ("gpus"), memory only ("memory", an
+    #: encoder stays on CPU unless its entry asks for GPUs); None: cluster.cpu_resources
+    sized: Literal["gpus", "memory"] | None = None
     id_prefixes: tuple[str, ...] = ()  #: a bare id starting with one of these means this backend
 
     @property
@@ -167,7 +178,7 @@ class Descriptor:
 
 DESCRIPTORS: tuple[Descriptor, ...] = (
     Descriptor("hf", HFModel, "runner.backends.hf:HFBackend", "hf",
-               "Local causal LMs through transformers", image="gpu", secrets=(HF_TOKEN,)),
+               "Local causal LMs through transformers", image="gpu", secrets=(HF_TOKEN,), sized="gpus"),
     Descriptor("openai", OpenAIModel, "runner.backends.openai_api:OpenAIBackend", "api",
                "OpenAI chat completions and compatible servers", image="cpu",
                secrets=(SecretEnv("openai", "api-key"),), api=True,
@@ -176,7 +187,8 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
                "Google's Gemini API", image="cpu", secrets=(SecretEnv("gemini", "api-key"),), api=True,
                id_prefixes=("gemini-",)),
     Descriptor("embed", EmbedModel, "runner.backends.embed:EmbedderBackend", "hf",
-               "Encoders (BERT family): embeddings.npy", image="gpu", secrets=(HF_TOKEN,)),
+               "Encoders (BERT family): embeddings.npy", image="gpu", secrets=(HF_TOKEN,),
+               sized="memory"),
     Descriptor("echo", EchoModel, "runner.backends.echo:EchoBackend", "",
                "Answers with its prompt; free, for checking a pipeline", image="cpu"),
 )
@@ -191,6 +203,24 @@ def descriptor(name: str) -> Descriptor:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}") from None
+
+
+def key_env_clashes(models: Sequence[ModelBase]) -> list[tuple[int, str]]:
+    """``(index, message)`` for each API model whose ``api_key_env`` another backend also reads.
+
+    One variable cannot hold an OpenAI key and a Gemini key at once: locally one of the two models
+    would send the other service's key. (Two models of the same backend may share a variable.)
+    """
+    first: dict[str, tuple[int, str]] = {}
+    out = []
+    for i, m in enumerate(models):
+        if not isinstance(m, APIModel):
+            continue
+        seen = first.setdefault(m.api_key_env, (i, m.backend))
+        if seen[1] != m.backend:
+            out.append((i, f"models[{i}].api_key_env: {m.api_key_env} is also the key of models[{seen[0]}] "
+                           f"({seen[1]}); one variable cannot hold both services' keys: give each its own"))
+    return out
 
 
 def infer_backend(model_id: str) -> str:

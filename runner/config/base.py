@@ -9,13 +9,78 @@ from __future__ import annotations
 
 import re
 import string
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # A name becomes part of object-storage keys and folder names, so it must not be able to
 # climb out of its prefix or smuggle control characters into a path.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# Kubernetes' own rules, checked here so a bad name is a config error naming its line, not an
+# API server refusal after half a panel was submitted.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CPU = re.compile(r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
+_MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+#: Variables the pods (and the launcher) set or read themselves: an API key under one of these
+#: names would overwrite ours, or be overwritten, in the same container.
+RESERVED_ENV_PREFIXES = ("MEDBENCH_", "AWS_", "KUBERNETES_")
+RESERVED_ENV = frozenset({"HF_TOKEN", "HF_HOME", "HF_ENDPOINT", "HF_HUB_OFFLINE", "PYTHONUNBUFFERED",
+                          "JOB_COMPLETION_INDEX", "PATH", "HOME"})
+
+
+def check_dns_label(value: str, what: str) -> str:
+    """A namespace: a DNS-1123 label (lower-case letters, digits and '-', at most 63)."""
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(f"{what} must be a DNS-1123 label: lower-case letters, digits and '-', "
+                         "starting and ending with a letter or digit, at most 63 characters")
+    return value
+
+
+def check_object_name(value: str, what: str) -> str:
+    """A Secret, PVC, ServiceAccount or PriorityClass name: a DNS-1123 subdomain."""
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(f"{what} must be a Kubernetes object name: lower-case letters, digits, '-' "
+                         "and '.', starting and ending with a letter or digit")
+    return value
+
+
+def check_memory(value: str | None, what: str = "memory") -> str | None:
+    if value is not None and not _MEMORY.match(value):
+        raise ValueError(f"{what} must be a Kubernetes quantity such as 64Gi or 512Mi")
+    return value
+
+
+def check_env_name(value: str, what: str) -> str:
+    """An environment variable a pod may be given: valid, and not one medbench sets itself."""
+    if not _ENV_NAME.match(value):
+        raise ValueError(f"{what} must be an environment variable name: letters, digits and '_', "
+                         "not starting with a digit")
+    if value.upper() in RESERVED_ENV or value.upper().startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(f"{what} {value!r} is a variable medbench sets itself "
+                         f"({', '.join(p + '*' for p in RESERVED_ENV_PREFIXES)}, "
+                         f"{', '.join(sorted(RESERVED_ENV))}); choose another name")
+    return value
+
+
+def check_output_url(value: str) -> str:
+    """``output``: a folder, or ``s3://bucket/prefix`` whose prefix cannot climb out of itself."""
+    if _CONTROL.search(value):
+        raise ValueError("output must not contain control characters")
+    if not value.startswith("s3://"):
+        return value
+    bucket, _, prefix = value[len("s3://"):].partition("/")
+    if not _S3_BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(f"output: {bucket!r} is not an S3 bucket name (3-63 lower-case letters, "
+                         "digits, '.' and '-'); expected s3://bucket/prefix")
+    parts = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError("output: the prefix after the bucket must not contain '.', '..' or '//'")
+    return value
 
 
 def check_safe_name(value: str, what: str) -> str:
@@ -101,6 +166,32 @@ class Toleration(Strict):
     )
 
 
+@dataclass(frozen=True)
+class GpuType:
+    """What sizing and the plan know about one GPU model."""
+
+    memory_gib: int  #: memory of one GPU, as the driver reports it (rounded)
+    #: generation speed relative to an A100-80GB, for the plan's GPU-hours: decoding is bound by
+    #: memory bandwidth, so this is roughly the ratio of the cards' bandwidths
+    speed: float
+
+
+#: The GPU types ``gpu_type`` names. Speeds are coarse, stated as estimates wherever shown.
+GPU_TYPES: dict[str, GpuType] = {
+    "A100-80GB": GpuType(80, 1.0),
+    "A100-40GB": GpuType(40, 0.8),
+    "H100-80GB": GpuType(80, 1.6),
+    "H200": GpuType(141, 2.2),
+    "B200": GpuType(180, 2.8),
+    "L40S": GpuType(48, 0.45),
+    "A10G": GpuType(24, 0.3),
+    "L4": GpuType(24, 0.15),
+    "T4": GpuType(16, 0.15),
+    "V100-32GB": GpuType(32, 0.45),
+}
+DEFAULT_GPU_TYPE = "A100-80GB"
+
+
 class Placement(Strict):
     """Where a Job's pod may run. Set for the whole file under ``cluster`` or per model."""
 
@@ -109,6 +200,42 @@ class Placement(Strict):
     affinity: dict[str, Any] | None = Field(None, description="A Kubernetes affinity object.")
     priority_class: str | None = Field(None, description="PriorityClass name of the pods.")
     queue: str | None = Field(None, description="Kueue LocalQueue name (kueue.x-k8s.io/queue-name).")
+    gpu_type: str | None = Field(
+        None, description="The GPU the pods land on, for sizing and the plan's GPU-hours: one of "
+        + ", ".join(GPU_TYPES) + f"; default {DEFAULT_GPU_TYPE}. Pair it with a node_selector or "
+        "affinity that puts the pods there."
+    )
+    gpu_memory: str | None = Field(
+        None, description="Memory of one GPU, e.g. 80Gi, when it differs from the gpu_type's; "
+        "sizing picks the number of GPUs from it (default 80Gi)."
+    )
+
+    @field_validator("priority_class")
+    @classmethod
+    def _priority_class(cls, v: str | None) -> str | None:
+        return v if v is None else check_object_name(v, "priority_class")
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, v: str | None) -> str | None:
+        # Both a LocalQueue's name and the value of the kueue.x-k8s.io/queue-name label.
+        if v is not None and (len(v) > 63 or not _DNS_SUBDOMAIN.match(v)):
+            raise ValueError("queue must be a LocalQueue name: lower-case letters, digits, '-' and '.', "
+                             "starting and ending with a letter or digit, at most 63 characters")
+        return v
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _gpu_type(cls, v: str | None) -> str | None:
+        if v is not None and v not in GPU_TYPES:
+            raise ValueError(f"gpu_type must be one of {', '.join(GPU_TYPES)} (for another GPU, pick the "
+                             "closest and set gpu_memory)")
+        return v
+
+    @field_validator("gpu_memory")
+    @classmethod
+    def _gpu_memory(cls, v: str | None) -> str | None:
+        return check_memory(v, "gpu_memory")
 
 
 class Resources(Strict):
@@ -116,6 +243,18 @@ class Resources(Strict):
 
     cpu: str | None = Field(None, description="CPU request, e.g. '8' or '500m'.")
     memory: str | None = Field(None, description="Memory request (and limit), e.g. '64Gi'.")
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, v: str | None) -> str | None:
+        if v is not None and not _CPU.match(v):
+            raise ValueError("cpu must be a Kubernetes quantity such as 8, 0.5 or 500m")
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        return check_memory(v)
 
 
 class SecretNames(Strict):
@@ -127,6 +266,11 @@ class SecretNames(Strict):
     s3: str = Field(
         "medbench-s3", description="Secret with 'access-key-id' and 'secret-access-key' for S3."
     )
+
+    @field_validator("openai", "gemini", "huggingface", "s3")
+    @classmethod
+    def _names(cls, v: str, info: ValidationInfo) -> str:
+        return check_object_name(v, f"secrets.{info.field_name}")
 
 
 class ClusterConfig(Placement):
@@ -154,14 +298,54 @@ class ClusterConfig(Placement):
         None, ge=1, description="Seconds after which a Job is stopped, however far it got."
     )
     gpu_resources: Resources = Field(
-        default_factory=lambda: Resources(cpu="8", memory="64Gi"),
-        description="CPU and memory of a pod that has GPUs.",
+        default_factory=Resources,
+        description="CPU and memory of every pod with GPUs, over what sizing computes from the model's "
+        "weights; left out: sized (docs/kubernetes.md).",
     )
     cpu_resources: Resources = Field(
         default_factory=lambda: Resources(cpu="500m", memory="1Gi"),
-        description="CPU and memory of a pod without GPUs.",
+        description="CPU and memory of the pods that are not sized from weights (API and echo models).",
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Secrets the kubelet pulls the images with (imagePullSecrets)."
     )
     s3_endpoint: str | None = Field(None, description="S3 endpoint the pods use (MinIO, Ceph).")
+    throughput: dict[str, float] = Field(
+        default_factory=dict,
+        description="Output tokens a second you measured for a model's pod, by model id or folder name; "
+        "replaces the plan's table estimate for that model.",
+    )
+    gpu_hour_price: float | None = Field(
+        None, ge=0, description="Dollars per GPU-hour, to price the plan's GPU-hours; none: not priced."
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        return check_dns_label(v, "namespace")
+
+    @field_validator("service_account")
+    @classmethod
+    def _service_account(cls, v: str) -> str:
+        return check_object_name(v, "service_account")
+
+    @field_validator("hf_cache_pvc")
+    @classmethod
+    def _pvc(cls, v: str | None) -> str | None:
+        return v if v is None else check_object_name(v, "hf_cache_pvc")
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _pull_secrets(cls, v: list[str]) -> list[str]:
+        return [check_object_name(name, "image_pull_secrets") for name in v]
+
+    @field_validator("throughput")
+    @classmethod
+    def _throughput(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if not x > 0]
+        if bad:
+            raise ValueError(f"throughput of {', '.join(bad)} must be a number of tokens a second above 0")
+        return v
 
 
 class ModelBase(Strict):
@@ -184,7 +368,10 @@ class ModelBase(Strict):
         None, description="Replaces the built-in question rendering; {question} {context} {options}."
     )
     generation: GenerationOverride | None = Field(None, description="Overrides of the file's generation.")
-    gpus: int = Field(0, ge=0, description="GPUs the model's pod requests.")
+    gpus: int | None = Field(
+        None, ge=0, description="GPUs the model's pod requests; left out: sized from the model's weights "
+        "for hf models, none for the others. 0 runs an hf model on CPU."
+    )
     shards: int = Field(
         1, ge=1, le=1000, description="Pods that split the questions between them (an Indexed Job)."
     )

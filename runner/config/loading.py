@@ -34,6 +34,8 @@ def _loc_parts(loc: tuple) -> tuple:
     for i, p in enumerate(loc):
         if i > 0 and isinstance(loc[i - 1], int) and p in BACKENDS:
             continue
+        if i > 0 and loc[i - 1] == "questions" and p in ("file", "benchmark"):
+            continue
         if isinstance(p, str) and p.startswith("function-"):
             continue
         parts.append(p)

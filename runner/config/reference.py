@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from runner.benchmarks.source import BenchmarkSource
 from runner.config.backends import DESCRIPTORS, APIModel
 from runner.config.base import (
     ClusterConfig,
@@ -41,8 +42,12 @@ Unknown keys are errors. How the pieces fit together: [configuration](../configu
 
 def _type(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
-    if origin is Annotated:  # the models union, discriminated by backend
-        return "[model entry](#a-model-entry)"
+    if origin is Annotated:
+        inner = typing.get_args(annotation)[0]
+        members = typing.get_args(inner) or (inner,)
+        if all(isinstance(m, type) and issubclass(m, ModelBase) for m in members):
+            return "[model entry](#a-model-entry)"  # the models union, discriminated by backend
+        return _type(inner)
     if annotation is GenerationOverride:
         return "[generation](#generation) keys"
     if origin is Literal:
@@ -92,7 +97,8 @@ def _table(model: type[BaseModel], skip: set[str] | None = None) -> str:
 def undocumented() -> list[str]:
     """``Model.field`` for every field without a description (the test wants none)."""
     models: list[type[BaseModel]] = [RunConfig, Generation, GenerationOverride, ClusterConfig, Placement,
-                                     Toleration, Resources, SecretNames, Prices, ModelBase, APIModel]
+                                     Toleration, Resources, SecretNames, Prices, ModelBase, APIModel,
+                                     BenchmarkSource]
     models += [d.config for d in DESCRIPTORS]
     return [f"{m.__name__}.{n}" for m in models for n, f in m.model_fields.items()
             if not f.exclude and not (f.description or "").strip()]
@@ -114,7 +120,7 @@ def render_reference() -> str:
         skip = api_keys if issubclass(d.config, APIModel) else common
         extra = f" (pip extra `{d.extra}`)" if d.extra else ""
         out.append(f"### backend: {d.name}\n\n{d.summary}{extra}.\n\n" + _table(d.config, skip))
-    for model in (Prices, ClusterConfig, Placement, Toleration, Resources, SecretNames):
+    for model in (BenchmarkSource, Prices, ClusterConfig, Placement, Toleration, Resources, SecretNames):
         doc = (model.__doc__ or "").strip().split("\n\n")[0]
         skip = set(Placement.model_fields) if model is ClusterConfig else set()
         note = " It also takes every [Placement](#placement) key." if model is ClusterConfig else ""

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from runner.benchmarks.source import BenchmarkSource
 from runner.config.backends import ModelSpec, infer_backend
 from runner.config.base import ClusterConfig, Generation, ModelBase, Strict, check_safe_name, check_template
 from runner.errors import ConfigError
+
+
+def _questions_kind(v: Any) -> str:
+    return "benchmark" if isinstance(v, dict | BenchmarkSource) else "file"
+
+
+QuestionsSource = Annotated[
+    Annotated[str, Tag("file")] | Annotated[BenchmarkSource, Tag("benchmark")],
+    Discriminator(_questions_kind),
+]
 
 
 class RunConfig(Strict):
     """A models.yaml file."""
 
     name: str = Field("medbench", description="The run's name; part of the run id.")
-    questions: str = Field(description="JSONL question file, relative to this file.")
+    questions: QuestionsSource = Field(
+        description="A JSONL question file (relative to this file), or a named benchmark such as "
+        "{benchmark: medqa, split: test, limit: 500, seed: 0} (`launcher benchmarks` lists them)."
+    )
     system_prompt: str = Field(
         "oncology-expert", description="A preset name, a file path, inline text, or 'none'."
     )
