@@ -27,6 +27,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,21 +39,36 @@ from runner.engine.model_run import ModelRun  # noqa: E402
 from runner.plan import make_plan  # noqa: E402
 from runner.questions import Question, load_questions  # noqa: E402
 from runner.storage import LocalStorage  # noqa: E402
-from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
+from tests.fakes.openai_server import FakeOpenAI, Fault  # noqa: E402
 
 KEY = "sk-bench-0123456789"
 SAMPLE = REPO / "questions" / "pubmedqa_sample.jsonl"
 LATENCY = 0.25
 
 
-def _serve(conn, latency: float) -> None:
-    """Child process: the fake server, answering "starts", "clear" and "stop" over a pipe."""
+def _fault(spec: tuple) -> Fault:
+    """A fault from a picklable spec: ("429", retry_after_seconds) or ("500",)."""
+    return Fault.rate_limit(retry_after=spec[1]) if spec[0] == "429" else Fault.server_error(int(spec[0]))
+
+
+def _serve(conn, latency: float, every: list[tuple[int, tuple]], in_flight: tuple[int, tuple] | None) -> None:
+    """Child process: the fake server, answering "starts", "refused", "clear" and "stop" over a pipe.
+
+    ``every``: (n, fault spec) pairs, every n-th request answered with that fault;
+    ``in_flight``: (n, fault spec), the fault for any request beyond n being answered at once.
+    """
     with FakeOpenAI(key=KEY, latency=latency) as server:
+        for n, spec in every:
+            server.every(n, _fault(spec))
+        if in_flight is not None:
+            server.limit_in_flight(in_flight[0], _fault(in_flight[1]))
         conn.send(server.url)
         while True:
             cmd = conn.recv()
             if cmd == "starts":
                 conn.send([r.at for r in server.requests])
+            elif cmd == "refused":
+                conn.send(server.refused_in_flight)
             elif cmd == "clear":
                 server.requests.clear()
                 conn.send(None)
@@ -61,10 +77,11 @@ def _serve(conn, latency: float) -> None:
 
 
 class RemoteServer:
-    def __init__(self, latency: float):
+    def __init__(self, latency: float, *, every: list[tuple[int, tuple]] | None = None,
+                 in_flight: tuple[int, tuple] | None = None):
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, latency), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, latency, every or [], in_flight), daemon=True)
 
     def __enter__(self) -> RemoteServer:
         self.proc.start()
@@ -86,17 +103,25 @@ def cpu_seconds() -> float:
 
 
 def first_n(questions: Path, n: int) -> list[Question]:
-    """The file's first ``n`` questions, the file repeated (fresh ids and positions) if shorter."""
+    """The file's first ``n`` questions, the file repeated if shorter: a repeat gets a fresh id
+    and position, and a mark in its text, so that every prompt (and so every answer) differs."""
     base = load_questions(questions)
     out = []
     for i in range(n):
         q, lap = base[i % len(base)], i // len(base)
-        out.append(q.model_copy(update={"id": f"{q.id}~{lap}" if lap else q.id, "index": i + 1}))
+        update: dict[str, object] = {"index": i + 1}
+        if lap:
+            update |= {"id": f"{q.id}~{lap}", "question": f"{q.question} (repeat {lap})"}
+        out.append(q.model_copy(update=update))
     return out
 
 
-def run_model(url: str, questions: Path, n: int, **model: object) -> tuple[float, float]:
-    """One model over the first ``n`` questions: wall seconds and this process's CPU seconds."""
+def run_model(url: str, questions: Path, n: int, check: Callable[[Path], None] | None = None,
+              **model: object) -> tuple[float, float]:
+    """One model over the first ``n`` questions: wall seconds and this process's CPU seconds.
+
+    ``check`` is handed the model's folder before it is deleted.
+    """
     keys = "".join(f"\n    {k}: {json.dumps(v)}" for k, v in model.items())
     text = (f"name: bench\nquestions: {questions}\noutput: unused\n"
             f"generation: {{max_new_tokens: 64}}\n"
@@ -110,6 +135,8 @@ def run_model(url: str, questions: Path, n: int, **model: object) -> tuple[float
         t, cpu = time.perf_counter(), cpu_seconds()
         manifest = ModelRun(plan, plan.tasks[0], storage).run()
         wall, cpu = time.perf_counter() - t, cpu_seconds() - cpu
+        if check is not None:
+            check(Path(tmp) / plan.run_id / plan.tasks[0].model_dir)
     if manifest.status != "complete":
         raise SystemExit(f"bench run failed: {manifest.error}")
     return wall, cpu

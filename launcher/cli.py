@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         # The message may quote a server, a file or a model id: printed as text, never as markup.
-        for line in str(e).splitlines() or [type(e).__name__]:
+        # Split on newlines only: a quoted abstract may hold U+2028, which is not a line of ours.
+        for line in str(e).split("\n") if str(e) else [type(e).__name__]:
             err_console.print(Text("error: ", style="bold red") + Text(line))
         return e.exit_code
     except KeyboardInterrupt:

@@ -15,25 +15,49 @@ from rich.progress import (
     ProgressColumn,
     SpinnerColumn,
     TaskID,
-    TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
 from runner.artefacts.records import ModelManifest
-from runner.artefacts.stored import stage_run
+from runner.artefacts.stored import check_can_stage, stage_run
 from runner.backends import backend_class
 from runner.config import RunConfig
-from runner.engine.model_run import ModelRun
+from runner.engine.model_run import ModelRun, model_leases
 from runner.plan import ModelTask, Plan, make_plan
-from runner.storage import open_storage
+from runner.storage import Storage, open_storage
+from runner.storage.lease import Leases, Owner
+
+# Everything printed here that did not come from our own code (a model id, a run name, a
+# folder, an error or a warning quoting a server) goes out as rich Text, never as markup: a
+# "[/]" or "[bold]" in it must print as written, not crash the summary with a MarkupError.
 
 
 class TokensPerSecond(ProgressColumn):
     def render(self, task) -> Text:
         rate = task.fields.get("tok_rate")
         return Text(f"{rate:,.1f} tok/s" if rate else "", style="cyan")
+
+
+class ModelColumn(ProgressColumn):
+    """The model's name, coloured by how it ended."""
+
+    def render(self, task) -> Text:
+        return Text(task.description, style=task.fields.get("style") or "")
+
+
+class NoteColumn(ProgressColumn):
+    """What the model is waiting for right now (a rate-limit pause, a long retry)."""
+
+    def render(self, task) -> Text:
+        return Text(task.fields.get("note") or "", style="yellow")
+
+
+def progress_columns() -> list[ProgressColumn]:
+    """One line per model: name, bar, answers, tokens a second, time, and what it waits for."""
+    return [SpinnerColumn(), ModelColumn(), BarColumn(), MofNCompleteColumn(), TokensPerSecond(),
+            TimeElapsedColumn(), NoteColumn()]
 
 
 class RichProgress:
@@ -47,16 +71,20 @@ class RichProgress:
 
     def start(self, task: ModelTask, total: int, done: int) -> None:
         self.tokens, self.t0 = 0, time.perf_counter()
-        self.task_id = self.p.add_task(task.model_dir, total=total, completed=done, tok_rate=None)
+        self.task_id = self.p.add_task(task.model_dir, total=total, completed=done, tok_rate=None,
+                                       note="", style="")
 
     def advance(self, n: int, tokens: int) -> None:
         self.tokens += tokens
         rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
         self.p.update(self.task_id, advance=n, tok_rate=rate)
 
+    def note(self, text: str) -> None:
+        self.p.update(self.task_id, note=text)
+
     def finish(self, manifest: ModelManifest) -> None:
         style = "green" if manifest.status == "complete" else "red"
-        self.p.update(self.task_id, description=f"[{style}]{manifest.model_dir}")
+        self.p.update(self.task_id, style=style, note="")
 
 
 def preflight(tasks: list[ModelTask]) -> None:
@@ -72,8 +100,28 @@ def selected_tasks(plan: Plan, only: list[str] | None) -> list[ModelTask]:
     return [t for t in plan.tasks if any(t is c for c in chosen)]
 
 
+def take_leases(plan: Plan, tasks: list[ModelTask], storage: Storage, *, wait: bool,
+                console: Console) -> Leases:
+    """Every selected model's lease (all its shards), before anything is written.
+
+    Held by another process: ``LeaseHeld`` naming it (exit 1), or with ``wait`` a line saying
+    whom we wait for, then the run goes on once they are done (finding their answers stored).
+    """
+    leases = model_leases(storage, plan, [(t, list(range(t.spec.shards))) for t in tasks],
+                          command="launcher run")
+
+    def waiting(what: str, holder: Owner | None) -> None:
+        who = holder.describe() if holder else "another process"
+        console.print(Text(f"waiting: {what} is being run by {who}; this run starts when it is done"),
+                      highlight=False, soft_wrap=True)
+
+    leases.acquire(wait=wait, on_wait=waiting,
+                   hint="wait for it with --wait, or give this run another --run-id")
+    return leases
+
+
 def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | None = None,
-              console: Console | None = None) -> tuple[Plan, list[ModelManifest]]:
+              console: Console | None = None, wait: bool = False) -> tuple[Plan, list[ModelManifest]]:
     console = console or Console()
     # The run id and run.json still cover the whole file, so running the other models later
     # continues this same run; everything that concerns one model (its backend's checks, its
@@ -83,27 +131,35 @@ def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | No
     tasks = selected_tasks(plan, only)
     preflight(tasks)
     storage = open_storage(cfg.output, endpoint_url=cfg.cluster.s3_endpoint)
-    stage_run(plan, storage)
+    check_can_stage(plan, storage)  # a run refused for its input is not kept waiting first
+    leases = take_leases(plan, tasks, storage, wait=wait, console=console)
+    try:
+        stage_run(plan, storage)
+    except BaseException:
+        leases.release()
+        raise
     models = f"{len(tasks)} of {len(plan.tasks)} models" if only else f"{len(tasks)} models"
-    console.print(f"run [bold]{plan.run_id}[/] → {storage.url}/{plan.run_id}  "
-                  f"({len(plan.questions)} questions, {models})")
+    console.print(Text.assemble("run ", (plan.run_id, "bold"), f" → {storage.url}/{plan.run_id}  "
+                                f"({len(plan.questions)} questions, {models})"))
     manifests = []
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-               MofNCompleteColumn(), TokensPerSecond(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=False) as progress:
+    with leases, Progress(*progress_columns(), console=console, transient=False) as progress:
         for task in tasks:
-            manifests.append(ModelRun(plan, task, storage, progress=RichProgress(progress)).run())
+            manifests.append(ModelRun(plan, task, storage, progress=RichProgress(progress),
+                                      lease=leases).run())
     console.print(summary_table(manifests))
     for m in manifests:
         for w in m.warnings:
-            console.print(f"[yellow]warning[/] {m.model_dir}: {w}")
+            console.print(Text.assemble(("warning", "yellow"), f" {m.model_dir}: {w}"), highlight=False)
         if m.error:
-            console.print(f"[red]{m.model_dir}[/]: {m.error}", highlight=False)
+            console.print(Text.assemble((m.model_dir, "red"), f": {m.error}"), highlight=False)
     where = f"{storage.url.rstrip('/')}/{plan.run_id}"
+    # soft_wrap: the terminal wraps a long command, so that it copies and pastes whole.
     if storage.url.startswith("s3://"):
-        console.print(f"next: launcher collect {plan.run_id} --from {storage.url}", highlight=False)
+        console.print(f"next: launcher collect {plan.run_id} --from {storage.url}", markup=False,
+                      highlight=False, soft_wrap=True)
     else:
-        console.print(f"next: launcher show {where} 1   |   launcher report {where}", highlight=False)
+        console.print(f"next: launcher show {where} 1   |   launcher report {where}", markup=False,
+                      highlight=False, soft_wrap=True)
     return plan, manifests
 
 
@@ -113,8 +169,8 @@ def summary_table(manifests: list[ModelManifest]) -> Table:
         tp = m.throughput or {}
         style = "green" if m.status == "complete" else "red"
         t.add_row(
-            m.model_dir,
-            f"[{style}]{m.status}[/]",
+            Text(m.model_dir),
+            Text(m.status, style=style),
             f"{m.done}/{m.total}",
             str(m.errors),
             f"{tp.get('output_tokens_per_s') or 0:,.1f}",

@@ -43,6 +43,8 @@ class ModelProgress:
     error: str | None = None
     shards: int = 1
     shards_started: int = 0
+    #: seconds until the last answer at the pace so far (running models that answered something)
+    eta_s: float | None = None
 
 
 @dataclass
@@ -57,6 +59,11 @@ class RunProgress:
     @property
     def complete(self) -> bool:
         return all(m.state == "complete" for m in self.models)
+
+    @property
+    def finished(self) -> bool:
+        """Every model complete or failed: nothing more will be written without a new attempt."""
+        return all(m.state in ("complete", "failed") for m in self.models)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +109,8 @@ def _model_progress(storage: Storage, run_id: str, model_dir: str, model_id: str
     if progress.started_at:
         end = _parse(progress.finished_at) if progress.finished_at else now
         progress.elapsed_s = max(0.0, (end - _parse(progress.started_at)).total_seconds())
+    if progress.state == "running" and progress.done and progress.elapsed_s:
+        progress.eta_s = progress.elapsed_s / progress.done * max(0, progress.total - progress.done)
     return progress
 
 

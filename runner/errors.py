@@ -12,7 +12,10 @@
     │   └── PermanentAPIError     a refusal that retrying cannot change (a 400)
     ├── OutOfMemory               a batch did not fit; the engine halves the batch or records it
     ├── StorageError              object storage or the local folder failed
-    │   └── StorageNotFound       the key does not exist
+    │   ├── StorageNotFound       the key does not exist
+    │   └── StorageURLError       an output no storage can serve (gs://x, s3:///x): exit 2
+    ├── LeaseHeld                 another process runs this model now (exit 1; --wait waits)
+    ├── LeaseLost                 our lease was taken over: this process stops writing
     └── ClusterError              the Kubernetes API failed or refused
 
 Each library's own exceptions become one of these at one choke point per library: the S3
@@ -21,6 +24,8 @@ backend's ``wrap_error``, torch's out-of-memory in the local backends.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from runner.redact import redact
 
@@ -88,6 +93,22 @@ class StorageError(MedbenchError):
 
 class StorageNotFound(StorageError):
     pass
+
+
+class StorageURLError(InputError, StorageError):
+    """An output URL no storage can serve (``gs://x``, ``s3:///x``): bad input, exit 2."""
+
+
+class LeaseHeld(MedbenchError):
+    """Someone else runs this now. Exit 1: not bad input, and the same command works later."""
+
+    def __init__(self, message: str, *, key: str, owner: Any = None):
+        super().__init__(message)
+        self.key, self.owner = key, owner
+
+
+class LeaseLost(MedbenchError):
+    """Our lease was taken over (we could not renew it in time): this process must stop."""
 
 
 class ClusterError(MedbenchError):

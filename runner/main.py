@@ -10,11 +10,14 @@ variable, or the flag beside it (a flag wins):
     JOB_COMPLETION_INDEX   this pod's shard, 0-based (Indexed Job); default 0       --shard
     AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...  for s3://       --endpoint
     MEDBENCH_LOG_INTERVAL  seconds between uploads of the runner's log; default 30
+    MEDBENCH_LEASE_SECONDS how long this shard's lease lives without renewal; default 60
 
 The runner reads run.json and questions.jsonl from storage, rebuilds the plan, skips the
 answers already stored, writes each new one as it comes, and keeps its own log in storage
 (``<model_dir>/runner.log``, or ``shards/<i>.log``) so the log outlives the pod; a restarted pod
-appends to it.
+appends to it. It first takes the shard's lease (``runner.storage.lease``): a Job's retry that
+finds another process still running the shard waits for it to finish, or for its lease to
+expire, instead of answering every question a second time.
 
 Exit status: 0 complete; 1 failed (another attempt continues where this one stopped);
 2 bad input (unknown model, missing run.json, bad settings), with one line on stderr.
@@ -23,6 +26,7 @@ Exit status: 0 complete; 1 failed (another attempt continues where this one stop
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -39,10 +43,11 @@ from runner.artefacts.records import ModelManifest
 from runner.artefacts.stored import first_error, load_staged_questions, read_run_info
 from runner.backends import backend_class
 from runner.config import check_run_id, check_safe_name
-from runner.engine.model_run import ModelRun
+from runner.engine.model_run import ModelRun, model_leases
 from runner.errors import InputError, MedbenchError, StorageError, StorageNotFound
 from runner.plan import ModelTask, Plan, plan_from_run
 from runner.storage import Storage, open_storage
+from runner.storage.lease import Owner
 
 log = logging.getLogger("medbench.runner")
 
@@ -60,6 +65,8 @@ class Target:
     shards: int | None
     endpoint: str | None
     log_interval: float
+    #: How launcher render sized this Job (MEDBENCH_SIZING), recorded in the manifest.
+    sizing: dict | None = None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -113,7 +120,20 @@ def resolve_target(args: argparse.Namespace) -> Target:
         shards=_whole(shards_raw, "shards (MEDBENCH_SHARDS)", 1) if shards_raw else None,
         endpoint=args.endpoint,
         log_interval=_seconds(os.environ.get("MEDBENCH_LOG_INTERVAL", "30"), "MEDBENCH_LOG_INTERVAL"),
+        sizing=_sizing(os.environ.get("MEDBENCH_SIZING")),
     )
+
+
+def _sizing(raw: str | None) -> dict | None:
+    # Only a record of how the Job was sized: a garbled value must not stop the model.
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        log.warning("MEDBENCH_SIZING is not JSON; the manifest will not record the Job's sizing")
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _seconds(raw: str, name: str) -> float:
@@ -232,10 +252,12 @@ class StorageLog:
 
 
 class LogProgress:
-    """Progress as log lines (a pod has no terminal): about every 5 %, and at start and end."""
+    """Progress as log lines (a pod has no terminal): about every 5 %, at start and end, and
+    what the model waits for (a rate-limit pause, a long retry) when that begins."""
 
     def __init__(self) -> None:
         self.name, self.total, self.done, self.step, self.next_at = "", 0, 0, 1, 0
+        self.last_note = ""
 
     def start(self, task: ModelTask, total: int, done: int) -> None:
         self.name, self.total, self.done = task.model_dir, total, done
@@ -253,6 +275,12 @@ class LogProgress:
             log.info("%s: %d/%d answers", self.name, self.done, self.total)
             self.next_at = self.done + self.step
 
+    def note(self, text: str) -> None:
+        # Once per wait: the same words again (the next identical retry) add nothing to the log.
+        if text and text != self.last_note:
+            log.info("%s: waiting: %s", self.name, text)
+        self.last_note = text
+
     def finish(self, manifest: ModelManifest) -> None:
         log.info("%s: %s (%d/%d answered, %d errors)", manifest.model_dir, manifest.status,
                  manifest.done, manifest.total, manifest.errors)
@@ -267,6 +295,11 @@ def _on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _log_wait(what: str, holder: Owner | None) -> None:
+    who = holder.describe() if holder else "another process"
+    log.info("%s is being run by %s; waiting until it finishes or its lease expires", what, who)
+
+
 def run(target: Target) -> int:
     storage = open_storage(target.output, endpoint_url=target.endpoint)
     plan = load_run(storage, target.run_id)
@@ -276,9 +309,14 @@ def run(target: Target) -> int:
     with StorageLog(storage, key, target.log_interval) as stored_log:
         where = f" shard {target.shard + 1}/{shards}" if shards > 1 else ""
         log.info("run %s, model %s%s, storage %s", plan.run_id, task.model_dir, where, storage.url)
+        # A Job's retry (or a second pod of the same index) may start while another process
+        # still runs this shard: it waits for that one to finish, or for its lease to expire.
+        lease = model_leases(storage, plan, [(task, [target.shard])], command="runner")
         try:
-            manifest = ModelRun(plan, task, storage, progress=LogProgress(),
-                                shard=target.shard, shards=shards).run()
+            lease.acquire(wait=True, on_wait=_log_wait)
+            with lease:
+                manifest = ModelRun(plan, task, storage, progress=LogProgress(), shard=target.shard,
+                                    shards=shards, lease=lease, sizing=target.sizing).run()
         except MedbenchError as e:
             stored_log.note(f"error: {e}")
             raise
@@ -304,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(resolve_target(args))
     except MedbenchError as e:
-        for line in str(e).splitlines() or [type(e).__name__]:
+        for line in str(e).split("\n") if str(e) else [type(e).__name__]:
             print(f"error: {line}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

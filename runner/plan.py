@@ -15,6 +15,7 @@ from typing import Any, Literal
 from runner.artefacts.records import RunInfo, now_iso, package_versions
 from runner.benchmarks import BenchmarkSource, load_benchmark, prompts_for, source_fingerprint
 from runner.config import Generation, HFModel, ModelSpec, RunConfig
+from runner.credentials import public_url
 from runner.errors import ConfigError
 from runner.prompts import prompt_hash, resolve_system_prompt
 from runner.questions import Question, dump_questions, load_questions
@@ -42,9 +43,12 @@ class ModelTask:
 
     def parameters(self) -> dict[str, Any]:
         """Every setting that shapes this model's answers, as recorded in its manifest."""
-        p = self.spec.model_dump(mode="json", exclude_none=True)
+        p = _public_urls(self.spec.model_dump(mode="json", exclude_none=True))
         p.pop("placement", None)
         p.pop("resources", None)
+        # gpus: None means "sized from the model"; recorded as 0 as before, so run ids made
+        # before sizing existed stay the same and those runs resume.
+        p["gpus"] = p.get("gpus") or 0
         if self.spec.kind == "generate":
             p["generation"] = self.generation.model_dump(mode="json")
         p["prompt_template"] = self.prompt_template
@@ -77,13 +81,33 @@ class Plan:
             run_id=self.run_id,
             name=self.config.name,
             created_at=now_iso(),
-            config=self.config.model_dump(mode="json", exclude_none=True),
+            config=_public_config(self.config.model_dump(mode="json", exclude_none=True)),
             system_prompts={t.model_dir: t.system_prompt for t in self.tasks},
             questions_sha256=hashlib.sha256(self.questions_jsonl.encode()).hexdigest(),
             n_questions=len(self.questions),
             versions=package_versions(),
             questions_source=self.questions_source,
         )
+
+
+#: Settings that hold a URL: recorded through ``public_url`` (no credentials), here as
+#: everywhere else a URL is written or printed.
+_URL_KEYS = ("base_url", "s3_endpoint")
+
+
+def _public_urls(settings: dict[str, Any]) -> dict[str, Any]:
+    for key in _URL_KEYS:
+        if isinstance(settings.get(key), str):
+            settings[key] = public_url(settings[key])
+    return settings
+
+
+def _public_config(dump: dict[str, Any]) -> dict[str, Any]:
+    """A config dump fit for run.json: every URL without its credentials."""
+    for model in dump.get("models") or []:
+        _public_urls(model)
+    _public_urls(dump.get("cluster") or {})
+    return dump
 
 
 def _benchmark(cfg: RunConfig) -> BenchmarkSource | None:

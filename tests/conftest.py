@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Never a developer's own sizing cache, run index or cluster: tests that need them make their own.
+os.environ["MEDBENCH_CACHE"] = tempfile.mkdtemp(prefix="medbench-test-cache-")
+os.environ["KUBECONFIG"] = os.path.join(os.environ["MEDBENCH_CACHE"], "no-such-kubeconfig")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

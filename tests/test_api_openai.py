@@ -215,11 +215,11 @@ def test_missing_key_is_a_clear_error_before_anything_is_written(
 
 
 def test_the_key_may_come_from_a_dotenv_file(project, pubmedqa, server, monkeypatch):
-    monkeypatch.setenv("MEDBENCH_TEST_OPENAI_KEY", "x")
-    monkeypatch.delenv("MEDBENCH_TEST_OPENAI_KEY")  # restored (absent) after the test
-    (project / ".env").write_text(f"MEDBENCH_TEST_OPENAI_KEY={KEY}\n")
+    monkeypatch.setenv("LAB_TEST_OPENAI_KEY", "x")
+    monkeypatch.delenv("LAB_TEST_OPENAI_KEY")  # restored (absent) after the test
+    (project / ".env").write_text(f"LAB_TEST_OPENAI_KEY={KEY}\n")
     questions(project, pubmedqa, 2)
-    cfg = config(project, "gpt-4o", server.url, api_key_env="MEDBENCH_TEST_OPENAI_KEY")
+    cfg = config(project, "gpt-4o", server.url, api_key_env="LAB_TEST_OPENAI_KEY")
 
     assert run_cli("run", cfg) == 0
     assert all(r.key_ok for r in server.requests)

@@ -29,33 +29,40 @@ KEY = "sk-runner-test-0123456789"
 # --- flow control ------------------------------------------------------------------------
 
 
-def test_concurrency_never_exceeds_the_limit_and_halves_on_429():
+def test_concurrency_never_exceeds_the_limit_and_halves_only_when_most_requests_get_429():
     async def main():
-        throttle = Throttle(concurrency=3)
+        throttle = Throttle(concurrency=4)
         now, peak = 0, 0
 
         async def one(succeed: bool = True):
             nonlocal now, peak
-            async with throttle.slot():
+            async with throttle.slot() as epoch:
                 now += 1
                 peak = max(peak, now)
                 await asyncio.sleep(0.005)
                 now -= 1
             if succeed:
-                throttle.on_success()
+                throttle.on_success(epoch)
 
         await asyncio.gather(*(one() for _ in range(20)))
-        assert peak == 3
+        assert peak == 4
 
-        throttle.on_rate_limited(retry_after=0.0)
-        throttle.on_rate_limited(retry_after=0.0)  # the same burst: counted once
-        assert throttle.limit == 1 and throttle.rate_limited == 2
+        # A sporadic 429 (one request in four, among successes) delays only its own request.
+        assert throttle.on_rate_limited(retry_after=5.0, epoch=0) is None
+        assert throttle.limit == 4 and throttle.pause_until < time.monotonic()
+        # Half of the recent requests come back 429: that is the rate limit. Back off once...
+        backoff = throttle.on_rate_limited(retry_after=0.0, epoch=0)
+        assert backoff is not None and (backoff.limit_before, backoff.limit_after) == (4, 2)
+        # ...and the other 429s of requests sent before the back-off do not cut it again.
+        assert throttle.on_rate_limited(retry_after=0.0, epoch=0) is None
+        assert throttle.on_rate_limited(retry_after=0.0, epoch=0) is None
+        assert throttle.limit == 2 and throttle.rate_limited == 4 and throttle.backoffs == 1
         peak = 0
         await asyncio.gather(*(one(succeed=False) for _ in range(5)))
-        assert peak == 1
-        for _ in range(10):  # it climbs back one step at a time, never past the configured 3
-            throttle.on_success()
-        assert throttle.limit == 3
+        assert peak == 2
+        for _ in range(10):  # it climbs back one step at a time, never past the configured 4
+            throttle.on_success(throttle.epoch)
+        assert throttle.limit == 4
 
     asyncio.run(main())
 
@@ -76,15 +83,36 @@ def test_requests_per_minute_spaces_request_starts():
     asyncio.run(main())
 
 
-def test_a_429_pauses_every_new_request_until_retry_after():
+def test_a_rate_limit_pauses_every_new_request_until_retry_after():
     async def main():
         throttle = Throttle(concurrency=4)
-        throttle.on_rate_limited(retry_after=0.3)
+        for _ in range(2):  # two of the last four requests (the smallest sample judged)
+            throttle.on_rate_limited(retry_after=0.3, epoch=throttle.epoch)
         t = time.monotonic()
         async with throttle.slot():
             return time.monotonic() - t
 
     assert asyncio.run(main()) >= 0.3 - 0.005
+
+
+def test_every_wait_is_capped_at_max_wait():
+    throttle = Throttle(concurrency=2, requests_per_minute=60, max_wait=2.0)
+    throttle.on_rate_limited(retry_after=3600.0, epoch=0)
+    backoff = throttle.on_rate_limited(retry_after=3600.0, epoch=0)
+    assert backoff is not None and backoff.pause_s == 2.0 and backoff.asked_s == 3600.0
+    assert throttle.pause_until - time.monotonic() <= 2.0
+    for _ in range(10):
+        throttle.pacer.slow_down()
+    assert throttle.pacer.interval <= 2.0  # slowed from 1.02 s, to no more than max_wait
+    slow = Throttle(concurrency=1, requests_per_minute=1, max_wait=2.0)  # the user's own pace wins
+    slow.pacer.slow_down()
+    assert slow.pacer.interval == slow.pacer.base_interval
+
+    policy = api_runner.RetryPolicy().capped(2.0)
+    rng = random.Random(0)
+    told = api_runner.TransientAPIError("rate_limit", "429", retry_after=3600.0)
+    assert policy.wait_for(told, 1, rng) == 2.0
+    assert all(policy.delay(attempt, rng) <= 2.0 for attempt in range(1, 12))
 
 
 def test_tokens_per_minute_waits_once_the_minute_is_spent():
@@ -123,7 +151,7 @@ def test_remembered_keys_are_scrubbed_from_any_text():
     remember(KEY)
     assert redact(f"Bearer {KEY} was refused") == "Bearer *** was refused"
     assert KEY not in str(api_runner.TransientAPIError("server", f"echoed {KEY}"))
-    assert public_url("https://user:pw@proxy.example:8443/v1?key=abc") == "https://proxy.example:8443/v1"
+    assert public_url("https://user:pw@proxy.example:8443/v1?key=abc") == "https://***@proxy.example:8443/v1?key=***"
 
 
 def test_a_base_url_without_scheme_is_bad_input(project, pubmedqa, monkeypatch, capsys):

@@ -469,7 +469,8 @@ def test_smollm2_on_pubmedqa_by_name_makes_the_shared_file_choices(tmp_path, smo
 
 
 @pytest.mark.slow
-def test_smollm2_on_medqa_by_name_scores_the_option_letters_as_the_harness_does(tmp_path, smollm2_dir, copies):
+def test_smollm2_on_medqa_by_name_scores_the_option_letters_as_the_harness_does(tmp_path, smollm2_dir,
+                                                                                copies):
     # MedQA is scored by the letters " A" .. " D" after the harness's prompt: the plan hands the
     # runner that convention, and with one-character choices acc_norm is acc.
     write(tmp_path / "models.yaml", f"""

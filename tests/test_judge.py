@@ -18,7 +18,7 @@ from tests.conftest import run_cli
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.report_fixtures import FakeModel, tiny_models, tiny_questions, write_run
 
-KEY_ENV = "MEDBENCH_TEST_JUDGE_KEY"
+KEY_ENV = "LAB_TEST_JUDGE_KEY"
 NO_JSON_ANSWER = "Something in the blood."  # flaky-model's free-text answer; the judge rambles
 
 

@@ -127,11 +127,15 @@ def test_a_gpu_model_gets_a_guaranteed_gpu_pod_with_shm_and_the_hf_cache(tmp_pat
     assert "activeDeadlineSeconds" not in spec
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
     assert c["image"] == "reg.example/runner:1.2.3" and c["command"] == ["runner"]
+    # gpus: 2 as written; CPU and memory sized for two GPUs and 27B weights passing through the pod
+    # (render_jobs alone reads nothing: the size written in the id). Guaranteed QoS.
     res = c["resources"]
-    assert res["requests"] == res["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
+    assert res["requests"] == res["limits"]
+    assert res["requests"]["nvidia.com/gpu"] == "2" and res["requests"]["cpu"] == "12"
+    assert int(res["requests"]["memory"].removesuffix("Gi")) * 2**30 > 27e9 * 2
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory"}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
     assert volumes[mounts["/cache"]]["persistentVolumeClaim"]["claimName"] == "medbench-hf-cache"
     env = env_of(job)
     assert env["HF_HOME"]["value"] == "/cache/huggingface"
@@ -173,9 +177,10 @@ def test_api_models_get_the_cpu_image_no_gpu_and_only_their_own_key(tmp_path):
     assert "tolerations" not in gpt["spec"]["template"]["spec"]
     assert gpt["spec"]["template"]["spec"]["priorityClassName"] == "low"
     assert gemini["spec"]["template"]["spec"]["tolerations"]
-    # Encoders on CPU: the model's memory over the CPU default.
+    # Encoders stay on CPU, on the runner image; the model's memory over what sizing gave it.
     sap = jobs["cambridgeltl_SapBERT-from-PubMedBERT-fulltext"]
-    assert container(sap)["resources"]["requests"] == {"cpu": "500m", "memory": "4Gi"}
+    assert container(sap)["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
+    assert "nvidia.com/gpu" not in str(container(sap)["resources"])
     assert "HF_TOKEN" in env_of(sap) and "OPENAI_API_KEY" not in env_of(sap)
 
 
@@ -229,7 +234,7 @@ def test_rendering_is_pure_and_the_hash_covers_the_spec(tmp_path):
 
 
 @pytest.mark.parametrize("model_id", [
-    "x" * 300,
+    "x" * 200,  # the longest id a folder name allows
     "Org/Model_With.Odd+Chars@v1:latest",
     "-" * 10 + "Z",
     "a",
@@ -313,6 +318,17 @@ def test_render_of_a_bad_config_is_one_clear_line_and_exit_2(project, capsys):
     assert run_cli("render", "models.yaml") == 2
     err = capsys.readouterr().err
     assert "models.yaml:" in err and "gpus" in err and "Traceback" not in err
+
+
+def test_render_prints_ids_and_notes_as_text_not_markup(project, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDBENCH_CACHE", str(tmp_path / "empty-cache"))
+    write(project / "q.jsonl", '{"question": "q"}\n')
+    write(project / "models.yaml", "questions: q.jsonl\noutput: s3://medbench/runs\nmodels:\n"
+          "  - {id: 'org/[/]clinical[bold]', name: '[red]clinical'}\n  - {id: 'org/[bold]note-7b'}\n")
+    assert run_cli("render", "models.yaml") == 0
+    err = capsys.readouterr().err
+    assert "warning: org/[/]clinical[bold]: cannot size from its weights" in err
+    assert "sizing: org_[bold]note-7b: 7.0B params, from the size in its id ('7b')" in err
 
 
 def test_render_warns_that_a_local_output_is_invisible_to_pods(project, capsys):

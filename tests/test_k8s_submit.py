@@ -19,7 +19,7 @@ from launcher.k8s.client import Cluster, job_states
 from launcher.k8s.render import ANN_MODEL_DIR, ANN_RUN_ID
 from runner.storage import LocalStorage
 from tests.conftest import run_cli, write
-from tests.fakes.k8s_api import FakeKubernetes
+from tests.fakes.k8s_api import FakeKubernetes, admin_setup
 from tests.fakes.s3 import FAKE_ENV, free_port, moto_endpoint_fixture, s3_fixture  # noqa: F401 - fixtures
 
 QUESTIONS = "".join(json.dumps({"question": f"Question {i}?"}) + "\n" for i in range(1, 6))
@@ -45,11 +45,14 @@ models:
 
 @pytest.fixture
 def k8s(tmp_path, monkeypatch):
-    """The fake API server, and a kubeconfig pointing at it in $KUBECONFIG."""
+    """The fake API server with the admin's set-up applied, a kubeconfig pointing at it in
+    $KUBECONFIG, and the launcher's cache (the index of submitted runs) in a temporary folder."""
     fake = FakeKubernetes().start()
+    admin_setup(fake, extra_pvcs=("results-nfs",))
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(fake.kubeconfig()))
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("MEDBENCH_CACHE", str(tmp_path / "medbench-cache"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     try:
         yield fake
@@ -87,9 +90,9 @@ def test_submit_stages_the_run_then_creates_one_job_per_model(k8s, cfg, project,
     assert submit(cfg) == 0
     out = capsys.readouterr().out
     run_id = run_id_of(out)
-    runs = project / "shared" / "runs"
-    assert f"launcher status {run_id} --from {runs}" in out and f"launcher logs {run_id} MODEL" in out
-    assert f"launcher collect {run_id} --from {runs}" in out and f"launcher cancel {run_id}" in out
+    # What to type next needs the run id alone: this machine remembers where the run went.
+    assert f"launcher status {run_id} --watch" in out and f"launcher logs {run_id} MODEL\n" in out
+    assert f"launcher collect {run_id} --dest results" in out and f"launcher cancel {run_id}\n" in out
 
     store = LocalStorage(project / "shared" / "runs")
     assert store.list(run_id) == [f"{run_id}/questions.jsonl", f"{run_id}/run.json"]
@@ -107,9 +110,13 @@ def test_submit_stages_the_run_then_creates_one_job_per_model(k8s, cfg, project,
     assert len(dry) == 3 and len(posts(k8s)) == 6
 
 
-def test_dry_run_is_a_server_side_dry_run_and_stages_nothing(k8s, cfg, project, capsys):
+def test_dry_run_is_a_server_side_dry_run_and_stages_nothing(k8s, cfg, project, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     assert submit(cfg, "--dry-run") == 0
-    assert "nothing was staged" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "nothing was staged" in out
+    # ...and the plan: each Job's resources, tokens, time, GPU-hours and cost, then the total.
+    assert "(estimates)" in out and "total" in out and "GPU-hours" in out and "google/medgemma-4b-it" in out
     assert k8s.jobs == {}
     assert posts(k8s) and all(r.query.get("dryRun") == ["All"] for r in posts(k8s))
     assert not (project / "shared").exists()
@@ -156,6 +163,7 @@ def test_an_unreachable_api_server_is_a_clear_error_and_nothing_is_staged(cfg, p
 
     # Once the cluster answers, the same command stages the run exactly once and submits it.
     fake = FakeKubernetes().start()
+    admin_setup(fake, extra_pvcs=("results-nfs",))
     try:
         (tmp_path / "live").write_text(yaml.safe_dump(fake.kubeconfig()))
         assert submit(cfg, "--kubeconfig", tmp_path / "live") == 0
@@ -315,6 +323,8 @@ def pod_environment(job: dict, index: int | None, s3, hf_home: Path) -> tuple[li
     [c] = job["spec"]["template"]["spec"]["containers"]
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "AWS_DEFAULT_REGION": FAKE_ENV["AWS_DEFAULT_REGION"], "HOME": str(hf_home.parent)}
+    if os.environ.get("PYTHONPATH"):  # the image's code is this checkout's, wherever it is imported from
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     for e in c["env"]:
         if "value" in e:
             env[e["name"]] = e["value"]
@@ -385,3 +395,33 @@ def test_a_broken_kubeconfig_is_one_clear_line(tmp_path, capsys, text):
     assert run_cli("cancel", "r", "--kubeconfig", tmp_path / "kc") == 1
     err = capsys.readouterr().err
     assert f"kubeconfig {tmp_path / 'kc'}" in err and "Traceback" not in err
+
+
+def test_model_names_pod_messages_and_server_errors_are_printed_as_text(k8s, project, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    write(project / "q.jsonl", QUESTIONS)
+    write(project / "models.yaml", f"""
+        name: ward
+        questions: q.jsonl
+        output: {project / "shared" / "runs"}
+        models:
+          - {{id: "org/[/]echo", backend: echo, name: "[bold]echo"}}
+        """)
+    assert submit(project / "models.yaml") == 0
+    out = capsys.readouterr().out
+    assert "[bold]echo" in out and "\x1b[1m" not in out
+    run_id = run_id_of(out)
+    [name] = [n for (_ns, n) in k8s.jobs]
+    k8s.add_pod("medbench", name, phase="Pending", status={"conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": "0/3 nodes are available: 3 node(s) had untolerated taint {[/]: [bold]}."}]})
+    assert run_cli("status", run_id) == 0
+    out = capsys.readouterr().out
+    assert "[bold]echo" in out and "untolerated taint {[/]: [bold]}" in out
+    assert run_cli("logs", run_id, "[bold]missing") == 2
+    assert "no pods for model '[bold]missing'" in capsys.readouterr().err
+    # The API server's refusal quotes the user's name, whatever it holds.
+    k8s.user, k8s.forbidden = "[/]alice[bold]", {"jobs"}
+    assert run_cli("cancel", run_id) == 1
+    err = capsys.readouterr().err
+    assert 'User "[/]alice[bold]" cannot get resource "jobs"' in err and "Traceback" not in err

@@ -167,3 +167,52 @@ def test_elapsed_of_a_running_model_counts_to_now(local_run):
                                            (3600, "1h00m")])
 def test_elapsed_reads_like_a_clock(seconds, text):
     assert format_elapsed(seconds) == text
+
+
+def test_eta_of_a_running_model_is_its_pace_so_far(local_run):
+    storage = open_storage("out")
+    storage.write_text(f"{local_run}/echo-b/manifest.json", ModelManifest(
+        run_id=local_run, model="echo-b", model_dir="echo-b", backend="echo", status="running",
+        total=6, done=2, started_at="2026-01-01T10:00:00+00:00").model_dump_json())
+    now = datetime(2026, 1, 1, 10, 10, 0, tzinfo=UTC)
+    b = next(m for m in read_run(storage, local_run, now=now).models if m.model_dir == "echo-b")
+    assert (b.elapsed_s, b.eta_s) == (600.0, 1200.0)  # 2 answers in 10 minutes, 4 to go
+    assert "20m00s" in render(build_table(read_run(storage, local_run, now=now)))
+
+
+def test_watch_redraws_until_every_model_has_finished(local_run, capsys, monkeypatch):
+    # Each pause of the watch lets one more model run: the table follows them to the end.
+    remaining = [["--model", "echo-b"], ["--model", "echo-sharded", "--shard", "0"],
+                 ["--model", "echo-sharded", "--shard", "1"]]
+    pauses = []
+
+    def one_more_model(seconds):
+        pauses.append(seconds)
+        assert runner_main(["--output", "out", "--run-id", local_run, *remaining.pop(0)]) == 0
+
+    monkeypatch.setattr("launcher.commands.status.time.sleep", one_more_model)
+    assert run_cli("status", local_run, "--from", "out", "--watch", "--interval", "0.5") == 0
+    assert pauses == [0.5, 0.5, 0.5] and remaining == []
+    out = capsys.readouterr().out
+    assert "18/18 answers stored across 3 model(s)" in out
+
+
+def test_text_from_models_and_stored_errors_is_never_read_as_markup(project, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    write(project / "questions.jsonl", '{"question": "Is [/] a closing tag?"}\n')
+    write(project / "models.yaml", """
+        questions: questions.jsonl
+        output: out
+        models:
+          - {id: "org/[bold]ward", backend: echo, name: "[bold]ward"}
+          - {id: "[red]b", backend: echo}
+        """)
+    assert run_cli("run", "models.yaml", "--only", "[bold]ward") == 0
+    run_id = next((project / "out").iterdir()).name
+    open_storage("out").write_text(f"{run_id}/[red]b/manifest.json", ModelManifest(
+        run_id=run_id, model="[red]b", model_dir="[red]b", backend="echo", status="failed",
+        error="server said [/] and [bold]no[/bold]", total=1, done=0, errors=1).model_dump_json())
+    capsys.readouterr()
+    assert run_cli("status", run_id, "--from", "out") == 0
+    out = capsys.readouterr().out
+    assert "[bold]ward" in out and "[red]b" in out and "server said [/] and [bold]no[/bold]" in out

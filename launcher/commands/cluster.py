@@ -1,21 +1,33 @@
 """``launcher render | submit | logs | cancel``: a run as Kubernetes Jobs, one per model.
 
 ``status`` lives in ``launcher.commands.status`` (it also reads progress from storage) and calls
-``launcher.k8s.client.job_states``.
+``launcher.k8s.client.job_states``. ``submit`` sizes every Job from its model
+(``launcher.k8s.sizing``), checks the cluster is ready for them (``launcher.k8s.preflight``),
+stages, creates, and remembers where the run went (``launcher.runindex``), so ``status``,
+``logs``, ``collect`` and ``cancel`` need only the run id.
+
+Text that did not come from our own code (model ids, server messages, pod names) is printed as
+``rich.text.Text``, never as markup.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from runner.config import RunConfig, load_config
+from runner.config.base import check_dns_label, check_object_name
 from runner.errors import InputError
 from runner.plan import Plan
 from runner.storage import is_s3
+
+if TYPE_CHECKING:
+    from launcher.k8s.sizing import JobSize
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -41,8 +53,10 @@ def register(sub) -> None:
     p = sub.add_parser("submit", help="stage the run in object storage and create one Job per model")
     p.add_argument("config", help="models.yaml")
     p.add_argument("--dry-run", action="store_true",
-                   help="server-side dry run: the API server validates every Job; "
-                        "nothing is staged or created")
+                   help="server-side dry run: the API server validates every Job, and the plan (resources, "
+                        "tokens, GPU-hours, cost) is printed; nothing is staged or created")
+    p.add_argument("--force", action="store_true",
+                   help="skip the preflight checks (namespace, Secrets, PVCs, image pull Secrets, bucket)")
     add_cluster_args(p, namespace_help="override cluster.namespace")
     _add_shared_output(p)
     p.set_defaults(func=cmd_submit)
@@ -72,19 +86,28 @@ def _add_shared_output(p) -> None:
 # --- render --------------------------------------------------------------------------------------
 
 
-def _render(args) -> tuple[RunConfig, Plan, list[dict]]:
+def _render(args) -> tuple[RunConfig, Plan, list[dict], dict[str, JobSize]]:
     from launcher.k8s.render import RenderOptions, render_jobs
+    from launcher.k8s.sizing import size_plan
     from runner.plan import make_plan
 
     cfg = load_config(args.config)
     if args.namespace:
-        cfg.cluster.namespace = args.namespace
-    options = RenderOptions()
-    if not is_s3(cfg.output) and args.shared_output_pvc:
-        options = RenderOptions(output_pvc=args.shared_output_pvc,
-                                output_path=str(Path(cfg.output).resolve()))
+        try:
+            cfg.cluster.namespace = check_dns_label(args.namespace)
+        except ValueError as e:
+            raise InputError(f"--namespace {args.namespace!r}: {e}") from None
     plan = make_plan(cfg)
-    return cfg, plan, render_jobs(plan, options)
+    sizes = size_plan(plan)
+    options = RenderOptions(sizes=sizes)
+    if not is_s3(cfg.output) and args.shared_output_pvc:
+        try:
+            check_object_name(args.shared_output_pvc)
+        except ValueError as e:
+            raise InputError(f"--shared-output-pvc {args.shared_output_pvc!r}: {e}") from None
+        options = RenderOptions(output_pvc=args.shared_output_pvc,
+                                output_path=str(Path(cfg.output).resolve()), sizes=sizes)
+    return cfg, plan, render_jobs(plan, options), sizes
 
 
 def _local_output_message(cfg: RunConfig, source: str) -> str:
@@ -94,16 +117,19 @@ def _local_output_message(cfg: RunConfig, source: str) -> str:
 
 
 def cmd_render(args) -> int:
-    cfg, _plan, jobs = _render(args)
+    from launcher.commands.plan import print_sizes
+
+    cfg, plan, jobs, sizes = _render(args)
     if not is_s3(cfg.output) and not args.shared_output_pvc:
-        err_console.print(f"[yellow]warning:[/] {_local_output_message(cfg, args.config)}")
+        err_console.print(Text("warning: ", style="yellow") + Text(_local_output_message(cfg, args.config)))
+    print_sizes(plan, sizes, all_lines=True)
     if args.out_dir:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for job in jobs:
             path = out / f"{job['metadata']['name']}.yaml"
             path.write_text(yaml.safe_dump(job, sort_keys=False), encoding="utf-8")
-            console.print(str(path))
+            console.print(str(path), markup=False)
         return 0
     sys.stdout.write(yaml.safe_dump_all(jobs, sort_keys=False))
     return 0
@@ -113,52 +139,90 @@ def cmd_render(args) -> int:
 
 
 def cmd_submit(args) -> int:
+    from launcher.commands.plan import print_sizes
     from launcher.k8s.client import Cluster
+    from launcher.k8s.preflight import PreflightError, check
     from runner.artefacts.stored import stage_run
     from runner.storage import open_storage
 
     # Everything that can be checked without the cluster, first: nothing is staged on bad input.
-    cfg, plan, jobs = _render(args)
+    cfg, plan, jobs, sizes = _render(args)
     if not is_s3(cfg.output) and not args.shared_output_pvc:
         raise InputError(_local_output_message(cfg, args.config))
+    print_sizes(plan, sizes, all_lines=False)
 
     # Then the cluster, before anything is staged: a dead API server leaves storage untouched.
     cluster = Cluster(cfg.cluster.namespace, kubeconfig=args.kubeconfig, context=args.context)
     cluster.check_reachable()
+    ns = cluster.namespace
+    storage = open_storage(cfg.output, endpoint_url=cfg.cluster.s3_endpoint)
+    if not args.force:
+        s3 = is_s3(cfg.output)
+        report = check(cluster, cfg, jobs, sizes, output_pvc=None if s3 else args.shared_output_pvc,
+                       storage=storage if s3 else None, run_id=plan.run_id)
+        if report.not_checked:
+            err_console.print(Text(f"preflight: not checked, your role may not read them: "
+                                   f"{', '.join(report.not_checked)}", style="dim"))
+        if report.problems:
+            raise PreflightError("\n".join([
+                f"the cluster is not ready for run {plan.run_id} in namespace '{ns}'; nothing was staged or "
+                "created (submit --force skips these checks):", *report.problems]))
     states = {job["metadata"]["name"]: cluster.check_job(job) for job in jobs}
     new = [job for job in jobs if states[job["metadata"]["name"]] == "new"]
     # The API server's admission (quota, pod security, webhooks) judges every new Job before we stage.
     for job in new:
         cluster.create_job(job, dry_run=True)
 
-    ns = cluster.namespace
     if args.dry_run:
-        console.print(f"dry run: the API server accepted {len(new)} new Job(s) for run "
-                      f"[bold]{plan.run_id}[/] in namespace {ns}; {len(jobs) - len(new)} already exist; "
-                      "nothing was staged or created")
+        console.print(Text(f"dry run: the API server accepted {len(new)} new Job(s) for run {plan.run_id} "
+                           f"in namespace {ns}; {len(jobs) - len(new)} already exist; nothing was staged or "
+                           "created"))
         _print_jobs(jobs, {n: ("would create" if s == "new" else "exists") for n, s in states.items()})
+        from launcher.commands.plan import print_plan
+        from launcher.estimate import estimate
+
+        print_plan(estimate(plan, sizes), console)
         return 0
 
     if new:
-        storage = open_storage(cfg.output, endpoint_url=cfg.cluster.s3_endpoint)
         stage_run(plan, storage)
     results = {job["metadata"]["name"]: cluster.create_job(job) for job in jobs}
     created = sum(1 for r in results.values() if r == "created")
-    console.print(f"run [bold]{plan.run_id}[/]: {len(jobs)} Job(s) in namespace {ns} "
-                  f"({created} created, {len(jobs) - created} already there); results go to "
-                  f"{cfg.output.rstrip('/')}/{plan.run_id}")
-    _print_jobs(jobs, results)
-    flags = _flags(args, ns)
     where = cfg.output if is_s3(cfg.output) else str(Path(cfg.output).resolve())
-    source = f" --from {where}"
-    if cfg.cluster.s3_endpoint:
-        source += f" --endpoint {cfg.cluster.s3_endpoint}"
-    console.print("next:")
-    console.print(f"  launcher status {plan.run_id}{source}", markup=False)
-    console.print(f"  launcher logs {plan.run_id} MODEL{flags}", markup=False)
-    console.print(f"  launcher collect {plan.run_id}{source} --dest results", markup=False)
-    console.print(f"  launcher cancel {plan.run_id}{flags}", markup=False)
+    console.print(Text(f"run {plan.run_id}: {len(jobs)} Job(s) in namespace {ns} ({created} created, "
+                       f"{len(jobs) - created} already there); results go to "
+                       f"{where.rstrip('/')}/{plan.run_id}"))
+    _print_jobs(jobs, results)
+    remembered = _remember(args, cfg, plan.run_id, where, ns)
+    flags = "" if remembered else _flags(args, ns)
+    source = "" if remembered else f" --from {where}" + (
+        f" --endpoint {cfg.cluster.s3_endpoint}" if cfg.cluster.s3_endpoint else "")
+    enough = " (the run id is enough: this machine remembers where it went)" if remembered else ""
+    console.print(Text(f"next:{enough}"))
+    for line in (f"launcher status {plan.run_id}{source}{flags} --watch",
+                 f"launcher logs {plan.run_id} MODEL{flags}",
+                 f"launcher collect {plan.run_id}{source} --dest results",
+                 f"launcher cancel {plan.run_id}{flags}"):
+        console.print(Text(f"  {line}"))
     return 0
+
+
+def _remember(args, cfg: RunConfig, run_id: str, where: str, ns: str) -> bool:
+    """Record the run in the local index; a cache that cannot be written costs only a warning."""
+    from launcher import runindex
+
+    entry = runindex.RunEntry(
+        run_id=run_id, output=where, endpoint=cfg.cluster.s3_endpoint, namespace=ns, context=args.context,
+        kubeconfig=str(Path(args.kubeconfig).resolve()) if args.kubeconfig else None,
+        config=str(Path(args.config).resolve()))
+    try:
+        runindex.record(entry)
+    except OSError as e:
+        err_console.print(Text("warning: ", style="yellow") + Text(
+            f"could not remember run {run_id} in {runindex.index_path()} ({e}); pass --from and -n to "
+            "the commands below"))
+        return False
+    return True
 
 
 def _flags(args, ns: str) -> str:
@@ -177,16 +241,20 @@ def _print_jobs(jobs: list[dict], states: dict[str, str]) -> None:
 
     for job in jobs:
         name = job["metadata"]["name"]
-        console.print(f"  {job['metadata']['annotations'][ANN_MODEL_DIR]:<40} job/{name}  {states[name]}")
+        model_dir = job["metadata"]["annotations"][ANN_MODEL_DIR]
+        console.print(Text(f"  {model_dir:<40} job/{name}  {states[name]}"))
 
 
 # --- logs and cancel -----------------------------------------------------------------------------
 
 
 def _cluster(args):
+    """The cluster holding the run's Jobs: the flags, else where the run was submitted from here."""
     from launcher.k8s.client import Cluster
+    from launcher.locate import cluster_args
 
-    return Cluster(args.namespace, kubeconfig=args.kubeconfig, context=args.context)
+    ns, context, kubeconfig = cluster_args(args.run, args.namespace, args.context, args.kubeconfig)
+    return Cluster(ns, kubeconfig=kubeconfig, context=context)
 
 
 def cmd_logs(args) -> int:
@@ -214,7 +282,7 @@ def cmd_cancel(args) -> int:
         raise InputError(f"no Jobs of run {args.run} in namespace {cluster.namespace} "
                          "(already finished and cleaned up, or another --namespace?)")
     for name in deleted:
-        console.print(f"deleted job/{name}")
-    console.print(f"run {args.run}: {len(deleted)} Job(s) deleted; answers already stored are kept, and "
-                  "submitting the same config again continues where it stopped")
+        console.print(Text(f"deleted job/{name}"))
+    console.print(Text(f"run {args.run}: {len(deleted)} Job(s) deleted; answers already stored are kept, and "
+                       "submitting the same config again continues where it stopped"))
     return 0

@@ -21,14 +21,15 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from launcher.commands.status import add_source_arguments, check_run_id, source_url
 from launcher.runstate import run_config
 from runner.artefacts import jsonl
 from runner.artefacts.keys import Keys, record_index
 from runner.artefacts.records import RunInfo
-from runner.artefacts.stored import finalize_model, load_staged_questions, read_run_info
-from runner.errors import StorageError
+from runner.artefacts.stored import derived_files_agree, finalize_model, load_staged_questions, read_run_info
+from runner.errors import InputError, StorageError
 from runner.plan import plan_from_run
 from runner.storage import LocalStorage, Storage, open_storage
 
@@ -57,6 +58,7 @@ class CollectResult:
     bytes: int = 0
     assembled: list[str] = field(default_factory=list)  # models whose responses.jsonl we built
     incomplete: list[str] = field(default_factory=list)  # models with answers still missing
+    unsafe: list[str] = field(default_factory=list)  # keys with no safe place under dest: left out
 
 
 def inventory(storage: Storage, prefix: str) -> Inventory:
@@ -107,11 +109,55 @@ def _file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def _local_path(dest_root: Path, key: str) -> Path:
+def _local_path(dest_root: Path, key: str) -> Path | None:
+    """Where ``key`` lands under ``dest_root``; None for a key with no safe place there."""
     parts = [p for p in key.split("/") if p]
-    if not parts or any(p in ("..", ".") for p in parts) or "\\" in key:
-        raise StorageError(f"refusing to collect key {key!r}: it would land outside {dest_root}")
+    if not parts or any(p in ("..", ".") for p in parts) or "\\" in key or "\x00" in key:
+        return None
     return dest_root.joinpath(*parts)
+
+
+def _layout(dest_root: Path, items: Inventory, run_id: str) -> tuple[dict[str, Path], list[str]]:
+    """Each key's local path, and the keys left out: those that would land outside
+    ``dest_root`` (``..``), a key that is also another key's folder (a store allows both
+    ``a`` and ``a/b``; a disk does not: the folder wins), and the run's leases (who was
+    running it, not results)."""
+    leases = Keys(run_id).leases
+    paths: dict[str, Path] = {}
+    unsafe: list[str] = []
+    for key in items:
+        if key.startswith(leases):
+            continue
+        local = _local_path(dest_root, key)
+        if local is None:
+            unsafe.append(key)
+        else:
+            paths[key] = local
+    folders = {parent for local in paths.values() for parent in local.parents}
+    for key, local in list(paths.items()):
+        if local in folders:
+            unsafe.append(key)
+            del paths[key]
+    return paths, sorted(unsafe)
+
+
+def _check_destination(dest_root: Path, paths: list[Path]) -> None:
+    """InputError (nothing downloaded yet) when local files stand where the run needs folders,
+    or folders where it needs files."""
+    if dest_root.exists() and not dest_root.is_dir():
+        raise InputError(f"--dest {dest_root}: is a file; give a folder (the run lands in DEST/RUN)")
+    checked: set[Path] = set()
+    for local in paths:
+        if local.is_dir():
+            raise InputError(f"cannot collect into {dest_root}: {local} is a folder where the run has a "
+                             "file; move it away and collect again")
+        for parent in local.parents:
+            if parent in checked or parent == dest_root:
+                break
+            checked.add(parent)
+            if parent.exists() and not parent.is_dir():
+                raise InputError(f"cannot collect into {dest_root}: {parent} is a file where the run "
+                                 "has a folder; move it away and collect again")
 
 
 def collect_run(source: Storage, run_id: str, dest_root: Path, *, workers: int = DEFAULT_WORKERS,
@@ -122,9 +168,12 @@ def collect_run(source: Storage, run_id: str, dest_root: Path, *, workers: int =
     result = CollectResult(dest=dest_root / run_id)
     same_place = isinstance(source, LocalStorage) and source.root.resolve() == dest_root.resolve()
     items = {} if same_place else inventory(source, run_id)
+    paths, result.unsafe = _layout(dest_root, items, run_id)
+    _check_destination(dest_root, list(paths.values()))
+    items = {k: v for k, v in items.items() if k in paths}
     todo = []
     for key, (size, etag) in sorted(items.items()):
-        local = _local_path(dest_root, key)
+        local = paths[key]
         if unchanged(source, key, local, size, etag):
             result.skipped.append(key)
         else:
@@ -155,7 +204,7 @@ def _responses_indices(storage: Storage, key: str) -> set[int]:
     """The question indices a responses.jsonl holds (lines cut short are skipped)."""
     try:
         text = storage.read_text(key)
-    except StorageError:
+    except (StorageError, UnicodeDecodeError):
         return set()
     return {obj["index"] for _, obj in jsonl.parse(text, skip_bad=True)
             if isinstance(obj, dict) and isinstance(obj.get("index"), int)}
@@ -175,15 +224,19 @@ def _assemble_missing_responses(in_place: Storage | None, items: Inventory, dest
         records = {i for k in present if k.startswith(keys.records) and (i := record_index(k)) is not None}
         if not records:
             continue
-        agrees = keys.responses in present and _responses_indices(local, keys.responses) == records
-        if agrees:
-            continue
+        if keys.responses in present and _responses_indices(local, keys.responses) == records:
+            if model.shards == 1:
+                continue
+            # Sharded: the merged manifest may still be stale (it said "running" while the
+            # last shard finished).
+            plan = plan or plan_from_run(info, load_staged_questions(local, run_id))
+            if derived_files_agree(local, plan, plan.task(spec_dir)):
+                continue
         if len(records) < info.n_questions:
             result.incomplete.append(spec_dir)
             if keys.responses not in present:
                 continue
-        if plan is None:
-            plan = plan_from_run(info, load_staged_questions(local, run_id))
+        plan = plan or plan_from_run(info, load_staged_questions(local, run_id))
         finalize_model(local, plan, plan.task(spec_dir))
         result.assembled.append(spec_dir)
 
@@ -205,17 +258,21 @@ def cmd_collect(args) -> int:
 
         result = collect_run(source, run_id, dest_root, workers=args.workers,
                              on_file=on_file, on_start=on_start)
+    # Run ids, model names and folders are the user's text: printed as written, never as markup.
     console.print(
         f"{run_id}: {len(result.downloaded)} file(s) downloaded ({_human(result.bytes)}), "
         f"{len(result.skipped)} unchanged, from {source.url} into {result.dest}",
-        highlight=False,
+        markup=False, highlight=False,
     )
+    warn = Console(stderr=True, highlight=False, soft_wrap=True)
+    for key in result.unsafe:
+        warn.print(Text(f"warning: left out {key!r}: it has no safe place under {dest_root}"))
     for name in result.assembled:
-        console.print(f"{name}: assembled responses.jsonl from its records", highlight=False)
+        console.print(f"{name}: assembled responses.jsonl from its records", markup=False, highlight=False)
     for name in result.incomplete:
-        console.print(f"[yellow]{name}[/]: not finished yet (some answers missing); "
-                      "collect again when `launcher status` says complete", highlight=False)
-    console.print(f"next: launcher report {result.dest}", highlight=False)
+        console.print(Text.assemble((name, "yellow"), ": not finished yet (some answers missing); "
+                                    "collect again when `launcher status` says complete"), highlight=False)
+    console.print(f"next: launcher report {result.dest}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--output", metavar="DIR", help="override the config's output (folder or s3://)")
     p.add_argument("--run-id", metavar="ID",
                    help="use this run id instead of the one derived from the config and questions")
+    p.add_argument("--wait", action="store_true",
+                   help="if another process is running these models of this run, wait for it to "
+                        "finish instead of stopping (exit 1) at once")
     p.set_defaults(func=cmd_run)
 
 
@@ -31,5 +34,5 @@ def cmd_run(args) -> int:
             raise InputError(str(e)) from None
     for name in args.only or []:
         cfg.model(name)  # unknown names fail before anything is written
-    _plan, manifests = run_local(cfg, only=args.only, run_id=args.run_id)
+    _plan, manifests = run_local(cfg, only=args.only, run_id=args.run_id, wait=args.wait)
     return 0 if all(m.status == "complete" for m in manifests) else 1

@@ -1,2 +1,4 @@
-"""Kubernetes: Job names (``names``), manifests as a pure function of a plan (``render``) and the
-one module that talks to the API server (``client``)."""
+"""Kubernetes: Job names (``names``), each Job's size from its model's weights (``weights`` finds
+them, ``sizing`` does the arithmetic), manifests as a pure function of a plan and its sizes
+(``render``, ``placement``), the checks before a submit (``preflight``) and the one module that
+talks to the API server (``client``)."""

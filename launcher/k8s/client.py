@@ -33,6 +33,10 @@ class _NotFound(Exception):
     """A 404 the caller asked to see (``allow_404``); never leaves this module."""
 
 
+class NotAllowed(ClusterError):
+    """A 403 the caller asked to see (``allow_403``): our role may not read this (preflight skips it)."""
+
+
 @dataclass
 class PodInfo:
     name: str
@@ -77,7 +81,7 @@ class Cluster:
     # --- the choke point ---------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, allow_404: bool = False,
-              **kwargs: Any) -> T:
+              allow_403: bool = False, **kwargs: Any) -> T:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -86,6 +90,8 @@ class Cluster:
         except ApiException as e:
             if e.status == 404 and allow_404:
                 raise _NotFound(what) from e
+            if e.status == 403 and allow_403:
+                raise NotAllowed(self._api_message(what, e)) from e
             raise ClusterError(self._api_message(what, e)) from e
         except (HTTPError, OSError) as e:
             raise ClusterError(
@@ -106,6 +112,44 @@ class Cluster:
             return f"namespace '{ns}' does not exist ({what}); create it with `kubectl apply -k k8s/` " \
                    "or pass --namespace"
         return f"Kubernetes API refused to {what} in namespace '{ns}' (HTTP {e.status}): {message}"
+
+    # --- what the Jobs need (submit's preflight) -------------------------------------------------
+
+    def namespace_exists(self) -> bool:
+        """NotAllowed when our role may not read namespaces (most users' may not)."""
+        try:
+            self._call(f"read namespace {self.namespace}", self.core.read_namespace, self.namespace,
+                       allow_404=True, allow_403=True)
+        except _NotFound:
+            return False
+        return True
+
+    def exists(self, kind: str, name: str) -> bool:
+        """Whether the PersistentVolumeClaim or ServiceAccount ``name`` exists; NotAllowed on 403."""
+        read = {"PersistentVolumeClaim": self.core.read_namespaced_persistent_volume_claim,
+                "ServiceAccount": self.core.read_namespaced_service_account}[kind]
+        try:
+            self._call(f"read {kind} {name}", read, name, self.namespace, allow_404=True, allow_403=True)
+        except _NotFound:
+            return False
+        return True
+
+    def secret_keys(self, name: str) -> set[str] | None:
+        """The keys the Secret holds (None: no such Secret); NotAllowed on 403.
+
+        The body is read raw and only its keys are kept: no value is ever decoded or stored.
+        """
+        try:
+            # _preload_content=False: the raw HTTP response, not a V1Secret with decoded values.
+            resp: Any = self._call(f"read Secret {name}", self.core.read_namespaced_secret, name,
+                                   self.namespace, allow_404=True, allow_403=True, _preload_content=False)
+        except _NotFound:
+            return None
+        try:
+            body = json.loads(resp.data)
+        except ValueError:
+            return set()
+        return set(body.get("data") or {}) | set(body.get("stringData") or {})
 
     # --- jobs --------------------------------------------------------------------------------
 

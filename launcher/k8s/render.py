@@ -9,7 +9,13 @@ The pod contract, shared with ``runner/main.py``: the container runs ``runner`` 
 - ``MEDBENCH_OUTPUT`` the storage URL, ``MEDBENCH_RUN_ID``, ``MEDBENCH_MODEL`` (the model folder);
 - ``MEDBENCH_SHARDS`` for ``shards: N`` (an Indexed Job; Kubernetes sets ``JOB_COMPLETION_INDEX``);
 - ``AWS_ENDPOINT_URL`` when ``cluster.s3_endpoint`` is set, ``HF_HOME`` on the cache volume;
+- ``MEDBENCH_SIZING`` for models sized from their weights: the sizing's facts as JSON (parameters,
+  dtype, where the figures came from, GPUs, memory), for the runner to record in the manifest;
 - credentials only by ``secretKeyRef``, and only those the model needs.
+
+Resources come from ``launcher.k8s.sizing`` (``RenderOptions.sizes``, computed by the command
+before rendering, since looking weights up is I/O). The run's storage URL and S3 endpoint are
+annotations too, so ``launcher status RUN`` can find the run from its Jobs alone.
 
 Exit codes: 0 complete, 1 failed (retried up to ``backoff_limit``), 2 bad input (the Job fails at
 once: retrying cannot fix it).
@@ -19,14 +25,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner.config import ClusterConfig, Placement, Resources, descriptor
+from runner.config import ClusterConfig, Placement, descriptor
 from runner.plan import ModelTask, Plan
 from runner.storage import is_s3
 
 from .names import job_name, label_value
+from .placement import merged_placement
+from .sizing import JobSize, size_plan
 
 CONTAINER = "runner"
 HF_HOME = "/cache/huggingface"
@@ -40,6 +49,10 @@ ANN_RUN_ID = "medbench.io/run-id"
 ANN_MODEL_DIR = "medbench.io/model-dir"
 ANN_MODEL_ID = "medbench.io/model-id"
 ANN_SPEC_HASH = "medbench.io/spec-hash"
+ANN_OUTPUT = "medbench.io/output"
+ANN_S3_ENDPOINT = "medbench.io/s3-endpoint"
+ANN_SIZING = "medbench.io/sizing"
+ENV_SIZING = "MEDBENCH_SIZING"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 # Keys inside the S3 Secret (k8s/secrets.example.yaml creates it). A backend's own Secrets
@@ -53,10 +66,13 @@ class RenderOptions:
 
     ``output_pvc``: when the output is a local folder on a shared filesystem, the
     PersistentVolumeClaim that holds it; it is mounted at the same absolute path in each pod.
+    ``sizes``: each model's Job size by model folder (``launcher.k8s.sizing.size_plan``); left
+    out, models are sized from their ids alone.
     """
 
     output_pvc: str | None = None
     output_path: str | None = None
+    sizes: Mapping[str, JobSize] | None = None
 
 
 def selector(run_id: str) -> str:
@@ -79,10 +95,11 @@ def spec_hash(manifest: dict[str, Any]) -> str:
 def render_jobs(plan: Plan, options: RenderOptions | None = None) -> list[dict[str, Any]]:
     """One Job manifest per model of the plan, in the order of the config."""
     options = options or RenderOptions()
-    return [render_job(plan, task, options) for task in plan.tasks]
+    sizes = options.sizes if options.sizes is not None else size_plan(plan, lookup=False)
+    return [render_job(plan, task, options, sizes[task.model_dir]) for task in plan.tasks]
 
 
-def render_job(plan: Plan, task: ModelTask, options: RenderOptions) -> dict[str, Any]:
+def render_job(plan: Plan, task: ModelTask, options: RenderOptions, size: JobSize) -> dict[str, Any]:
     cluster = plan.config.cluster
     spec = task.spec
     labels = _labels(plan.run_id, task.model_dir)
@@ -117,8 +134,14 @@ def render_job(plan: Plan, task: ModelTask, options: RenderOptions) -> dict[str,
     }
     job_spec["template"] = {
         "metadata": {"labels": labels},
-        "spec": _pod_spec(plan, task, cluster, placement, options),
+        "spec": _pod_spec(plan, task, cluster, placement, options, size),
     }
+    annotations = {ANN_RUN_ID: plan.run_id, ANN_MODEL_DIR: task.model_dir, ANN_MODEL_ID: spec.id,
+                   ANN_OUTPUT: output_of(plan, options)}
+    if cluster.s3_endpoint and is_s3(plan.config.output):
+        annotations[ANN_S3_ENDPOINT] = cluster.s3_endpoint
+    if size.sized:
+        annotations[ANN_SIZING] = size.facts_json()
 
     manifest: dict[str, Any] = {
         "apiVersion": "batch/v1",
@@ -127,11 +150,7 @@ def render_job(plan: Plan, task: ModelTask, options: RenderOptions) -> dict[str,
             "name": job_name(plan.run_id, task.model_dir),
             "namespace": cluster.namespace,
             "labels": job_labels,
-            "annotations": {
-                ANN_RUN_ID: plan.run_id,
-                ANN_MODEL_DIR: task.model_dir,
-                ANN_MODEL_ID: spec.id,
-            },
+            "annotations": annotations,
         },
         "spec": job_spec,
     }
@@ -151,32 +170,30 @@ def _labels(run_id: str, model_dir: str) -> dict[str, str]:
     }
 
 
-def merged_placement(cluster: ClusterConfig, model: Placement | None) -> Placement:
-    """The file-wide placement with the model's keys laid over it, key by key."""
-    base = {k: getattr(cluster, k) for k in Placement.model_fields}
-    if model is not None:
-        base.update({k: getattr(model, k) for k in Placement.model_fields if getattr(model, k) is not None})
-    return Placement.model_validate(base)
+def output_of(plan: Plan, options: RenderOptions) -> str:
+    """The storage URL the pods write to (the shared folder's path with --shared-output-pvc)."""
+    return options.output_path or plan.config.output
 
 
-def uses_gpu_image(task: ModelTask) -> bool:
-    return descriptor(task.spec.backend).image == "gpu" or task.spec.gpus > 0
+def uses_gpu_image(task: ModelTask, size: JobSize) -> bool:
+    return descriptor(task.spec.backend).image == "gpu" or size.gpus > 0
 
 
 def _pod_spec(plan: Plan, task: ModelTask, cluster: ClusterConfig, placement: Placement,
-              options: RenderOptions) -> dict[str, Any]:
-    spec = task.spec
-    image = cluster.image if uses_gpu_image(task) else (cluster.cpu_image or cluster.image)
+              options: RenderOptions, size: JobSize) -> dict[str, Any]:
+    gpu_image = uses_gpu_image(task, size)
+    image = cluster.image if gpu_image else (cluster.cpu_image or cluster.image)
     mounts: list[dict[str, Any]] = [{"name": "cache", "mountPath": CACHE_MOUNT}]
-    if uses_gpu_image(task) and cluster.hf_cache_pvc:
+    if gpu_image and cluster.hf_cache_pvc:
         volumes: list[dict[str, Any]] = [
             {"name": "cache", "persistentVolumeClaim": {"claimName": cluster.hf_cache_pvc}}]
     else:
         # API models cache nothing worth keeping; a scratch dir keeps HF_HOME writable anyway.
         volumes = [{"name": "cache", "emptyDir": {}}]
-    if spec.gpus > 0:
-        # NCCL and torch DataLoader workers use shared memory; the container default is 64 MiB.
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+    if size.gpus > 0:
+        # NCCL and torch DataLoader workers use shared memory; the container default is 64 MiB. An
+        # in-memory emptyDir counts against the memory limit, which sizing allowed for.
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size.shm or "1Gi"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     if options.output_pvc and options.output_path:
         volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": options.output_pvc}})
@@ -187,8 +204,8 @@ def _pod_spec(plan: Plan, task: ModelTask, cluster: ClusterConfig, placement: Pl
         "image": image,
         "imagePullPolicy": cluster.image_pull_policy,
         "command": ["runner"],
-        "env": _env(plan, task, cluster, options),
-        "resources": _resources(cluster, spec.gpus, spec.resources),
+        "env": _env(plan, task, cluster, options, size),
+        "resources": _resources(size),
         "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -211,6 +228,8 @@ def _pod_spec(plan: Plan, task: ModelTask, cluster: ClusterConfig, placement: Pl
         "containers": [container],
         "volumes": volumes,
     }
+    if cluster.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in cluster.image_pull_secrets]
     if placement.node_selector:
         pod["nodeSelector"] = dict(placement.node_selector)
     if placement.tolerations:
@@ -229,10 +248,8 @@ def _toleration(t: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _resources(cluster: ClusterConfig, gpus: int, override: Resources | None) -> dict[str, Any]:
-    base = cluster.gpu_resources if gpus > 0 else cluster.cpu_resources
-    cpu = (override.cpu if override and override.cpu else None) or base.cpu
-    memory = (override.memory if override and override.memory else None) or base.memory
+def _resources(size: JobSize) -> dict[str, Any]:
+    cpu, memory, gpus = size.cpu, size.memory, size.gpus
     requests: dict[str, Any] = {}
     if cpu:
         requests["cpu"] = cpu
@@ -257,9 +274,10 @@ def _secret_env(env: str, secret: str, key: str, optional: bool) -> dict[str, An
     return {"name": env, "valueFrom": {"secretKeyRef": ref}}
 
 
-def _env(plan: Plan, task: ModelTask, cluster: ClusterConfig, options: RenderOptions) -> list[dict[str, Any]]:
+def _env(plan: Plan, task: ModelTask, cluster: ClusterConfig, options: RenderOptions,
+         size: JobSize) -> list[dict[str, Any]]:
     spec = task.spec
-    output = options.output_path or plan.config.output
+    output = output_of(plan, options)
     env: list[dict[str, Any]] = [
         {"name": "MEDBENCH_OUTPUT", "value": output},
         {"name": "MEDBENCH_RUN_ID", "value": plan.run_id},
@@ -269,6 +287,8 @@ def _env(plan: Plan, task: ModelTask, cluster: ClusterConfig, options: RenderOpt
     ]
     if spec.shards > 1:
         env.append({"name": "MEDBENCH_SHARDS", "value": str(spec.shards)})
+    if size.sized:
+        env.append({"name": ENV_SIZING, "value": size.facts_json()})
     names = cluster.secrets
     for need in descriptor(spec.backend).secrets:
         env.append(_secret_env(need.env_name(spec), getattr(names, need.secret), need.key, need.optional))

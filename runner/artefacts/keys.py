@@ -9,6 +9,7 @@ Keys are relative POSIX paths under the storage root (a folder or ``s3://bucket/
     <run_id>/<model_dir>/manifest.json          (shards/<i>.json per shard of a sharded model)
     <run_id>/<model_dir>/vectors/*.npz          an encoder's vectors, one file a batch
     <run_id>/<model_dir>/embeddings.npy         row i = question i+1
+    <run_id>/leases/<model_dir>.<shard>.json    who runs the model (shard) now; gone when done
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ SHARDS_DIR = "shards"
 VECTORS_DIR = "vectors"
 EMBEDDINGS_FILE = "embeddings.npy"
 RUNNER_LOG = "runner.log"
+LEASES_DIR = "leases"
+
+#: Names the layout gives files and folders of its own, in a run's folder or a model's, and
+#: those ``launcher report`` writes beside them: a model folder (or run id) by one of these
+#: names would mix its files with the layout's.
+RESERVED_NAMES = frozenset({
+    RUN_JSON, QUESTIONS, RESPONSES, MANIFEST, RECORDS_DIR, SHARDS_DIR, VECTORS_DIR, EMBEDDINGS_FILE,
+    RUNNER_LOG, LEASES_DIR, "report.html", "metrics.csv", "metrics.json", "judge",
+})
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,16 @@ class Keys:
     @property
     def embeddings(self) -> str:
         return f"{self.model}/{EMBEDDINGS_FILE}"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.run_id}/{LEASES_DIR}/"
+
+    def lease(self, shard: int = 0) -> str:
+        """The lease of one shard of the model (shard 0 for a model that is not sharded)."""
+        # Flat, so the folder empties (and goes) when the last lease is released. The shard is
+        # the last dotted part, so no two (model, shard) pairs share a name.
+        return f"{self.leases}{self.model_dir}.{shard}.json"
 
 
 def record_index(key: str) -> int | None:

@@ -83,6 +83,10 @@ class ModelManifest(BaseModel):
     embedding: dict[str, Any] | None = Field(
         None, exclude_if=_is_none, description="An encoder's embeddings.npy: dimension, pooling..."
     )
+    sizing: dict[str, Any] | None = Field(
+        None, exclude_if=_is_none,
+        description="The Job's size and what it was computed from (MEDBENCH_SIZING, set by render).",
+    )
 
 
 ModelState = Literal["pending", "running", "complete", "failed"]

@@ -67,7 +67,17 @@ def first_error(e: ValidationError) -> str:
 
 def load_staged_questions(storage: Storage, run_id: str) -> list[Question]:
     key = Keys(run_id).questions
-    return parse_questions(storage.read_text(key), f"{storage.url}/{key}")
+    return parse_questions(_staged_text(storage, key), f"{storage.url}/{key}")
+
+
+def _staged_text(storage: Storage, key: str) -> str:
+    """A staged text file; ``InputError`` when it is not UTF-8 (damaged, or not ours)."""
+    data = storage.read_bytes(key)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{storage.url}/{key}: not UTF-8 text (byte {e.start}); "
+                         "the run's staged files are damaged") from None
 
 
 def stage_run(plan: Plan, storage: Storage, tasks: Iterable[ModelTask] | None = None) -> None:
@@ -79,19 +89,7 @@ def stage_run(plan: Plan, storage: Storage, tasks: Iterable[ModelTask] | None = 
     (a model added under the same ``--run-id``).
     """
     keys = Keys(plan.run_id)
-    try:
-        existing = storage.read_text(keys.questions)
-    except StorageNotFound:
-        existing = None
-    if existing is not None and existing != plan.questions_jsonl:
-        raise InputError(
-            f"run {plan.run_id} in {storage.url} already holds different questions; "
-            "choose another --run-id"
-        )
-    for task in plan.tasks if tasks is None else tasks:
-        for manifest in model_manifests(storage, plan.run_id, task.model_dir, task.spec.shards):
-            if manifest is not None:
-                check_same_settings(manifest, task, plan.run_id)
+    existing = check_can_stage(plan, storage, tasks)
     info = plan.run_info()
     try:
         old = RunInfo.model_validate_json(storage.read_bytes(keys.run_json))
@@ -104,6 +102,25 @@ def stage_run(plan: Plan, storage: Storage, tasks: Iterable[ModelTask] | None = 
     if old is not None:
         info.created_at = old.created_at
     storage.write_text(keys.run_json, info.model_dump_json(indent=2))
+
+
+def check_can_stage(plan: Plan, storage: Storage, tasks: Iterable[ModelTask] | None = None) -> str | None:
+    """Every check of ``stage_run``, writing nothing; the questions.jsonl already staged, if any."""
+    keys = Keys(plan.run_id)
+    try:
+        existing = _staged_text(storage, keys.questions)
+    except StorageNotFound:
+        existing = None
+    if existing is not None and existing != plan.questions_jsonl:
+        raise InputError(
+            f"run {plan.run_id} in {storage.url} already holds different questions; "
+            "choose another --run-id"
+        )
+    for task in plan.tasks if tasks is None else tasks:
+        for manifest in model_manifests(storage, plan.run_id, task.model_dir, task.spec.shards):
+            if manifest is not None:
+                check_same_settings(manifest, task, plan.run_id)
+    return existing
 
 
 def check_same_settings(old: ModelManifest, task: ModelTask, run_id: str) -> None:
@@ -206,7 +223,7 @@ def assemble_embeddings(storage: Storage, plan: Plan, keys: Keys, done: set[int]
 
 # --- the derived files ------------------------------------------------------------------------
 
-# Rebuilding stops once a pass saw no new record; a store that never settles gets this many.
+# Rebuilding stops once a pass saw nothing change; a store that never settles gets this many.
 _FINALIZE_PASSES = 5
 
 
@@ -215,30 +232,47 @@ def finalize_model(storage: Storage, plan: Plan, task: ModelTask) -> None:
 
     Derived from all the records every time, so the shard that finishes last, a rerun or a
     later ``collect`` all leave the same files. When two shards finish together, one may read
-    the records before the other's last ones land: after writing, the records are listed
-    again, and a pass that missed some is repeated, so the last write always holds them all.
+    the records (or the other's manifest) before the other's last ones land, and write after
+    the other's complete files: so the records and the shard manifests are looked at again
+    after writing, and a pass that read anything since changed is repeated. Whoever writes
+    last has then read everything there is.
     """
     keys = Keys(plan.run_id, task.model_dir)
+    before = _inputs(storage, keys, task)
     for _ in range(_FINALIZE_PASSES):
-        before = set(storage.list(keys.records))
         records = read_records(storage, keys)
         storage.write_text(keys.responses, responses_jsonl(records))
         if task.spec.kind == "embed":
             assemble_embeddings(storage, plan, keys, done_indices(records))
         if task.spec.shards > 1:
-            _merge_shard_manifests(storage, plan, task, records)
-        if set(storage.list(keys.records)) == before:
+            merged = merged_manifest(storage, plan, task, records)
+            if merged is not None:
+                storage.write_text(keys.manifest, merged.model_dump_json(indent=2))
+        after = _inputs(storage, keys, task)
+        if after == before:
             return
+        before = after
     log.warning("%s: records kept changing while responses.jsonl was assembled; run collect again "
                 "once every shard has finished", task.model_dir)
 
 
-def _merge_shard_manifests(storage: Storage, plan: Plan, task: ModelTask,
-                           records: dict[int, ResponseRecord]) -> None:
-    keys = Keys(plan.run_id, task.model_dir)
+def _inputs(storage: Storage, keys: Keys, task: ModelTask) -> tuple:
+    """What the derived files are made from: the record keys, and each shard's state."""
+    shards: list[tuple | None] = []
+    if task.spec.shards > 1:
+        for part in model_manifests(storage, keys.run_id, keys.model_dir, task.spec.shards):
+            shards.append(None if part is None else
+                          (part.status, part.done, part.errors, part.error, part.finished_at))
+    return frozenset(storage.list(keys.records)), tuple(shards)
+
+
+def merged_manifest(storage: Storage, plan: Plan, task: ModelTask,
+                    records: dict[int, ResponseRecord]) -> ModelManifest | None:
+    """A sharded model's manifest, merged from its shards' and its records; None until every
+    shard has written one (the last shard to finish writes it)."""
     parts = model_manifests(storage, plan.run_id, task.model_dir, task.spec.shards)
     if any(p is None for p in parts):
-        return  # a shard has not started: the last one to finish writes the merged manifest
+        return None
     present = [p for p in parts if p is not None]
     merged = present[0].model_copy(deep=True)
     merged.shard = merged.shards = None
@@ -253,4 +287,29 @@ def _merge_shard_manifests(storage: Storage, plan: Plan, task: ModelTask,
     merged.error = "; ".join(f"shard {i}: {p.error}" for i, p in enumerate(present) if p.error) or None
     merged.warnings = list(dict.fromkeys(w for p in present for w in p.warnings))
     merged.throughput = {"shards": [p.throughput for p in present]}
-    storage.write_text(keys.manifest, merged.model_dump_json(indent=2))
+    return merged
+
+
+def derived_files_agree(storage: Storage, plan: Plan, task: ModelTask) -> bool:
+    """True when responses.jsonl (and a sharded model's merged manifest) say what the records
+    say: the same questions, the same counts and state. ``collect`` rebuilds them otherwise."""
+    keys = Keys(plan.run_id, task.model_dir)
+    records = read_records(storage, keys)
+    try:
+        text = storage.read_text(keys.responses)
+    except (StorageNotFound, UnicodeDecodeError):
+        return False
+    indices = {obj["index"] for _, obj in jsonl.parse(text, skip_bad=True)
+               if isinstance(obj, dict) and isinstance(obj.get("index"), int)}
+    if indices != set(records):
+        return False
+    if task.spec.shards > 1:
+        expected = merged_manifest(storage, plan, task, records)
+        current = read_manifest(storage, keys.manifest)
+        if expected is not None and (current is None or _counts(current) != _counts(expected)):
+            return False
+    return True
+
+
+def _counts(m: ModelManifest) -> tuple:
+    return m.status, m.done, m.errors, m.total

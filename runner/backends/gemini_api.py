@@ -21,7 +21,7 @@ from google.genai import types
 
 from runner.backends.base import AsyncGenerator, GenRequest, GenResult
 from runner.backends.retry_after import parse_duration, retry_after_seconds
-from runner.credentials import api_key, check_base_url, public_url
+from runner.credentials import api_key, check_base_url, public_url, scrub_logs
 from runner.errors import BackendFatal, PermanentAPIError, TransientAPIError
 from runner.redact import redact
 
@@ -154,6 +154,7 @@ class GeminiBackend(AsyncGenerator):
     def load(self) -> dict[str, Any]:
         check_base_url(self.spec.base_url, self.spec.id)
         key = api_key(self.spec.api_key_env, model=self.spec.id, fallbacks=self._fallbacks)
+        scrub_logs()
         http = types.HttpOptions(
             base_url=self.spec.base_url,
             api_version=API_VERSION,

@@ -14,13 +14,15 @@ One attempt per call; :func:`wrap_error` is the one place SDK errors become the 
 
 from __future__ import annotations
 
+import os
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import openai
 
 from runner.backends.base import AsyncGenerator, GenRequest, GenResult
 from runner.backends.retry_after import retry_after_seconds
-from runner.credentials import api_key, check_base_url, public_url
+from runner.credentials import api_key, check_base_url, public_url, scrub_logs
 from runner.errors import BackendFatal, PermanentAPIError, TransientAPIError
 from runner.prompts import folded_messages, messages_for
 from runner.redact import redact
@@ -82,6 +84,16 @@ def wrap_error(e: Exception, *, model: str, env: str, url: str) -> Exception | N
     return None
 
 
+def _split_query(url: str | None) -> tuple[str | None, dict[str, str]]:
+    """A base_url's query string (``?api-key=...&api-version=...``, as some proxies and Azure
+    take) as the SDK's ``default_query``: the SDK appends paths after the whole base URL, so
+    left in it the query would swallow ``/chat/completions``."""
+    if url is None or "?" not in url:
+        return url, {}
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), dict(parse_qsl(parts.query))
+
+
 class OpenAIBackend(AsyncGenerator):
     prompt_rule = "messages"
 
@@ -130,10 +142,14 @@ class OpenAIBackend(AsyncGenerator):
     def load(self) -> dict[str, Any]:
         check_base_url(self.spec.base_url, self.spec.id)
         key = api_key(self.spec.api_key_env, model=self.spec.id)
+        scrub_logs()
+        given = self.spec.base_url or os.environ.get("OPENAI_BASE_URL") or None  # as the SDK reads it
+        base_url, query = _split_query(given)
         # max_retries=0: retries live once, in the API runner, where they are counted.
         self.client = openai.AsyncOpenAI(
-            api_key=key, base_url=self.spec.base_url, max_retries=0, timeout=self.spec.timeout)
-        self.url = public_url(str(self.client.base_url))
+            api_key=key, base_url=base_url, default_query=query or None, max_retries=0,
+            timeout=self.spec.timeout)
+        self.url = public_url(given or str(self.client.base_url))  # also remembers its credentials
         return {
             "revision": self.spec.id,
             "hardware": {"api": self.url},

@@ -69,6 +69,12 @@ class APIModel(ModelBase):
     tokens_per_minute: float | None = Field(None, gt=0, description="Most tokens (in + out) a minute.")
     max_retries: int = Field(5, ge=0, le=50, description="Retries of a 429, 5xx, timeout or bad body.")
     timeout: float = Field(120.0, gt=0, description="Seconds before one request is abandoned.")
+    # None rather than 120 as the default: an unset key stays out of the settings hash, so
+    # runs made before this key existed keep their run id and resume.
+    max_wait: float | None = Field(
+        None, gt=0, description="Longest single wait in seconds, whatever a server's Retry-After asks: "
+        "a retry's back-off, a pause of the whole model, a slowed pace (default 120)."
+    )
     prices: Prices | None = Field(
         None, description="Prices for the cost columns; default the plan's dated table (docs/kubernetes.md)."
     )
@@ -77,7 +83,7 @@ class APIModel(ModelBase):
     @field_validator("api_key_env")
     @classmethod
     def _key_env(cls, v: str) -> str:
-        return check_env_name(v, "api_key_env")
+        return check_env_name(v)
 
 
 class OpenAIModel(APIModel):

@@ -12,7 +12,9 @@ import string
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runner.artefacts.keys import RESERVED_NAMES
 
 # A name becomes part of object-storage keys and folder names, so it must not be able to
 # climb out of its prefix or smuggle control characters into a path.
@@ -33,35 +35,35 @@ RESERVED_ENV = frozenset({"HF_TOKEN", "HF_HOME", "HF_ENDPOINT", "HF_HUB_OFFLINE"
                           "JOB_COMPLETION_INDEX", "PATH", "HOME"})
 
 
-def check_dns_label(value: str, what: str) -> str:
+def check_dns_label(value: str) -> str:
     """A namespace: a DNS-1123 label (lower-case letters, digits and '-', at most 63)."""
     if len(value) > 63 or not _DNS_LABEL.match(value):
-        raise ValueError(f"{what} must be a DNS-1123 label: lower-case letters, digits and '-', "
-                         "starting and ending with a letter or digit, at most 63 characters")
+        raise ValueError("expected a DNS-1123 label (lower-case letters, digits and '-', starting and "
+                         "ending with a letter or digit, at most 63 characters)")
     return value
 
 
-def check_object_name(value: str, what: str) -> str:
+def check_object_name(value: str) -> str:
     """A Secret, PVC, ServiceAccount or PriorityClass name: a DNS-1123 subdomain."""
     if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
-        raise ValueError(f"{what} must be a Kubernetes object name: lower-case letters, digits, '-' "
-                         "and '.', starting and ending with a letter or digit")
+        raise ValueError("expected a Kubernetes object name (lower-case letters, digits, '-' and '.', "
+                         "starting and ending with a letter or digit)")
     return value
 
 
-def check_memory(value: str | None, what: str = "memory") -> str | None:
+def check_memory(value: str | None) -> str | None:
     if value is not None and not _MEMORY.match(value):
-        raise ValueError(f"{what} must be a Kubernetes quantity such as 64Gi or 512Mi")
+        raise ValueError("expected a Kubernetes quantity such as 64Gi or 512Mi")
     return value
 
 
-def check_env_name(value: str, what: str) -> str:
+def check_env_name(value: str) -> str:
     """An environment variable a pod may be given: valid, and not one medbench sets itself."""
     if not _ENV_NAME.match(value):
-        raise ValueError(f"{what} must be an environment variable name: letters, digits and '_', "
-                         "not starting with a digit")
-    if value.upper() in RESERVED_ENV or value.upper().startswith(RESERVED_ENV_PREFIXES):
-        raise ValueError(f"{what} {value!r} is a variable medbench sets itself "
+        raise ValueError("expected an environment variable name (letters, digits and '_', not starting "
+                         "with a digit)")
+    if value in RESERVED_ENV or value.startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(f"{value} is a variable medbench sets itself "
                          f"({', '.join(p + '*' for p in RESERVED_ENV_PREFIXES)}, "
                          f"{', '.join(sorted(RESERVED_ENV))}); choose another name")
     return value
@@ -75,12 +77,18 @@ def check_output_url(value: str) -> str:
         return value
     bucket, _, prefix = value[len("s3://"):].partition("/")
     if not _S3_BUCKET.match(bucket) or ".." in bucket:
-        raise ValueError(f"output: {bucket!r} is not an S3 bucket name (3-63 lower-case letters, "
-                         "digits, '.' and '-'); expected s3://bucket/prefix")
+        raise ValueError(f"{bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, '.' "
+                         "and '-'); expected s3://bucket/prefix")
     parts = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
     if any(p in ("", ".", "..") for p in parts):
-        raise ValueError("output: the prefix after the bucket must not contain '.', '..' or '//'")
+        raise ValueError("the prefix after the bucket must not contain '.', '..' or '//' parts")
     return value
+
+
+#: Longest id, name or run id, in UTF-8 bytes: a folder name, with room under the 255 bytes
+#: filesystems allow for the files named after it (``leases/<name>.<shard>.json`` and the
+#: temporary file each write goes through).
+MAX_NAME_BYTES = 200
 
 
 def check_safe_name(value: str, what: str) -> str:
@@ -89,10 +97,29 @@ def check_safe_name(value: str, what: str) -> str:
         raise ValueError(f"{what} must not be empty")
     if value.startswith("/") or value.startswith("\\"):
         raise ValueError(f"{what} must not start with '/'")
-    if ".." in value.split("/") or value == "..":
+    parts = value.split("/")
+    if ".." in parts:
         raise ValueError(f"{what} must not contain '..'")
+    if "." in parts:
+        raise ValueError(f"{what} must not be '.' or contain a '.' part: it would name the folder above")
+    if "\\" in value:
+        raise ValueError(f"{what} must not contain '\\' (a path separator on Windows)")
     if _CONTROL.search(value):
         raise ValueError(f"{what} must not contain control characters")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # bytes that are not UTF-8, smuggled in through argv or the environment
+        raise ValueError(f"{what} must be valid UTF-8 text") from None
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"{what} is {size} bytes long; at most {MAX_NAME_BYTES} (it names a folder)")
+    return value
+
+
+def check_folder_name(value: str, what: str) -> str:
+    """A model's folder (or a run id): a safe name that is not one the run layout uses itself."""
+    if value.lower() in RESERVED_NAMES:
+        raise ValueError(f"{what} '{value}' is a name the run layout uses for its own files "
+                         f"({', '.join(sorted(RESERVED_NAMES))})")
     return value
 
 
@@ -101,7 +128,7 @@ def check_run_id(value: str, what: str = "run id") -> str:
     check_safe_name(value, what)
     if "/" in value:
         raise ValueError(f"{what} must not contain '/'")
-    return value
+    return check_folder_name(value, what)
 
 
 def check_template(v: str | None) -> str | None:
@@ -213,29 +240,29 @@ class Placement(Strict):
     @field_validator("priority_class")
     @classmethod
     def _priority_class(cls, v: str | None) -> str | None:
-        return v if v is None else check_object_name(v, "priority_class")
+        return v if v is None else check_object_name(v)
 
     @field_validator("queue")
     @classmethod
     def _queue(cls, v: str | None) -> str | None:
         # Both a LocalQueue's name and the value of the kueue.x-k8s.io/queue-name label.
         if v is not None and (len(v) > 63 or not _DNS_SUBDOMAIN.match(v)):
-            raise ValueError("queue must be a LocalQueue name: lower-case letters, digits, '-' and '.', "
-                             "starting and ending with a letter or digit, at most 63 characters")
+            raise ValueError("expected a LocalQueue name (lower-case letters, digits, '-' and '.', "
+                             "starting and ending with a letter or digit, at most 63 characters)")
         return v
 
     @field_validator("gpu_type")
     @classmethod
     def _gpu_type(cls, v: str | None) -> str | None:
         if v is not None and v not in GPU_TYPES:
-            raise ValueError(f"gpu_type must be one of {', '.join(GPU_TYPES)} (for another GPU, pick the "
-                             "closest and set gpu_memory)")
+            raise ValueError(f"expected one of {', '.join(GPU_TYPES)} (for another GPU, pick the closest "
+                             "and set gpu_memory)")
         return v
 
     @field_validator("gpu_memory")
     @classmethod
     def _gpu_memory(cls, v: str | None) -> str | None:
-        return check_memory(v, "gpu_memory")
+        return check_memory(v)
 
 
 class Resources(Strict):
@@ -248,7 +275,7 @@ class Resources(Strict):
     @classmethod
     def _cpu(cls, v: str | None) -> str | None:
         if v is not None and not _CPU.match(v):
-            raise ValueError("cpu must be a Kubernetes quantity such as 8, 0.5 or 500m")
+            raise ValueError("expected a Kubernetes quantity such as 8, 0.5 or 500m")
         return v
 
     @field_validator("memory")
@@ -269,8 +296,8 @@ class SecretNames(Strict):
 
     @field_validator("openai", "gemini", "huggingface", "s3")
     @classmethod
-    def _names(cls, v: str, info: ValidationInfo) -> str:
-        return check_object_name(v, f"secrets.{info.field_name}")
+    def _names(cls, v: str) -> str:
+        return check_object_name(v)
 
 
 class ClusterConfig(Placement):
@@ -322,22 +349,22 @@ class ClusterConfig(Placement):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, v: str) -> str:
-        return check_dns_label(v, "namespace")
+        return check_dns_label(v)
 
     @field_validator("service_account")
     @classmethod
     def _service_account(cls, v: str) -> str:
-        return check_object_name(v, "service_account")
+        return check_object_name(v)
 
     @field_validator("hf_cache_pvc")
     @classmethod
     def _pvc(cls, v: str | None) -> str | None:
-        return v if v is None else check_object_name(v, "hf_cache_pvc")
+        return v if v is None else check_object_name(v)
 
     @field_validator("image_pull_secrets")
     @classmethod
     def _pull_secrets(cls, v: list[str]) -> list[str]:
-        return [check_object_name(name, "image_pull_secrets") for name in v]
+        return [check_object_name(name) for name in v]
 
     @field_validator("throughput")
     @classmethod
@@ -397,6 +424,14 @@ class ModelBase(Strict):
     @classmethod
     def _template_fields(cls, v: str | None) -> str | None:
         return check_template(v)
+
+    @model_validator(mode="after")
+    def _folder_is_its_own(self) -> ModelBase:
+        try:
+            check_folder_name(self.model_dir, "its folder")
+        except ValueError as e:
+            raise ValueError(f"{e}; give the model another 'name'") from None
+        return self
 
     @property
     def model_dir(self) -> str:

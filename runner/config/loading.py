@@ -8,7 +8,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from runner.config.backends import BACKENDS
+from runner.config.backends import BACKENDS, key_env_clashes
 from runner.config.run import RunConfig
 from runner.errors import ConfigError
 
@@ -90,6 +90,8 @@ def parse_config(text: str, source: str = "models.yaml", base_dir: Path | None =
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply to be a models.yaml") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -104,6 +106,11 @@ def parse_config(text: str, source: str = "models.yaml", base_dir: Path | None =
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source, lines)) from None
+    clashes = key_env_clashes(cfg.models)
+    if clashes:
+        raise ConfigError("\n".join(
+            f"{source}:{lines.get(('models', i, 'api_key_env'), lines.get(('models', i), 1))}: {message}"
+            for i, message in clashes))
     cfg.base_dir = base_dir if base_dir is not None else Path(".")
     return cfg
 

@@ -10,8 +10,20 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from runner.benchmarks.source import BenchmarkSource
 from runner.config.backends import ModelSpec, infer_backend
-from runner.config.base import ClusterConfig, Generation, ModelBase, Strict, check_safe_name, check_template
+from runner.config.base import (
+    MAX_NAME_BYTES,
+    ClusterConfig,
+    Generation,
+    ModelBase,
+    Strict,
+    check_output_url,
+    check_safe_name,
+    check_template,
+)
 from runner.errors import ConfigError
+
+#: The run's name becomes ``<name>-<10 hex digits>``, the run id, which names a folder.
+MAX_RUN_NAME = MAX_NAME_BYTES - 11
 
 
 def _questions_kind(v: Any) -> str:
@@ -53,6 +65,9 @@ class RunConfig(Strict):
     @field_validator("name")
     @classmethod
     def _safe_run_name(cls, v: str) -> str:
+        if len(v) > MAX_RUN_NAME:
+            raise ValueError(f"name is {len(v)} characters long; at most {MAX_RUN_NAME} (the run id "
+                             f"adds 11 to it and names a folder)")
         check_safe_name(v, "name")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
             raise ValueError("name may use letters, digits, '.', '_' and '-' only")
@@ -62,6 +77,11 @@ class RunConfig(Strict):
     @classmethod
     def _template(cls, v: str | None) -> str | None:
         return check_template(v)
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        return check_output_url(v)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -79,12 +99,14 @@ class RunConfig(Strict):
     def _unique_dirs(self) -> RunConfig:
         seen: dict[str, int] = {}
         for i, m in enumerate(self.models):
-            if m.model_dir in seen:
+            # Case-folded: on macOS and Windows 'Echo' and 'echo' are one folder.
+            folded = m.model_dir.lower()
+            if folded in seen:
                 raise ValueError(
-                    f"models[{i}] and models[{seen[m.model_dir]}] would both write to "
+                    f"models[{i}] and models[{seen[folded]}] would both write to "
                     f"'{m.model_dir}'; give one of them a distinct 'name'"
                 )
-            seen[m.model_dir] = i
+            seen[folded] = i
         return self
 
     def generation_for(self, model: ModelBase) -> Generation:

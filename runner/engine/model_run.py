@@ -44,6 +44,7 @@ from runner.plan import ModelTask, Plan
 from runner.prompts import embedding_text, render_question
 from runner.questions import Question
 from runner.storage import Storage
+from runner.storage.lease import Leases
 
 log = logging.getLogger("medbench.runner")
 
@@ -68,6 +69,22 @@ def requests_for(task: ModelTask, questions: list[Question]) -> list[GenRequest]
         return out
     return [GenRequest(q, task.system_prompt, render_question(q, task.prompt_template), templated)
             for q in questions]
+
+
+def model_leases(storage: Storage, plan: Plan, parts: list[tuple[ModelTask, list[int]]], *,
+                 command: str) -> Leases:
+    """The leases of ``parts`` (each model with the shards this process runs), not yet taken.
+
+    A process that runs a sharded model whole (``launcher run``) takes every shard's lease, so
+    it excludes, and is excluded by, the pods of single shards.
+    """
+    keys = {}
+    for task, shards in parts:
+        for shard in shards:
+            where = f" shard {shard + 1}/{task.spec.shards}" if task.spec.shards > 1 else ""
+            keys[Keys(plan.run_id, task.model_dir).lease(shard)] = (
+                f"run {plan.run_id}: model {task.model_dir}{where}")
+    return Leases(storage, keys, command=command)
 
 
 def _record(req: GenRequest, res: GenResult) -> ResponseRecord:
@@ -96,8 +113,12 @@ class ModelRun:
     """
 
     def __init__(self, plan: Plan, task: ModelTask, storage: Storage, *,
-                 progress: Progress | None = None, shard: int = 0, shards: int = 1):
+                 progress: Progress | None = None, shard: int = 0, shards: int = 1,
+                 lease: Leases | None = None, sizing: dict[str, Any] | None = None):
         self.plan, self.task, self.storage = plan, task, storage
+        self.sizing = sizing
+        # Held by the caller for as long as this runs; once lost, this run writes nothing more.
+        self.lease = lease
         self.progress: Progress = progress or NullProgress()
         self.shard, self.shards = shard, shards
         self.keys = Keys(plan.run_id, task.model_dir)
@@ -113,6 +134,7 @@ class ModelRun:
             versions=package_versions(),
             shard=shard if shards > 1 else None,
             shards=shards if shards > 1 else None,
+            sizing=sizing,
         )
         self.tokens_out = 0
 
@@ -126,6 +148,8 @@ class ModelRun:
     # --- the recorder ----------------------------------------------------------------------
 
     def store(self, req: GenRequest, res: GenResult) -> None:
+        if self.lease is not None:
+            self.lease.check()  # another process took over: its answers, not ours, from here on
         rec = _record(req, res)
         if rec.error is None and rec.response is not None:
             self.storage.write_text(self.keys.answer(rec.index), rec.response)
@@ -162,6 +186,7 @@ class ModelRun:
         if "resolved" in old.parameters:
             m.parameters["resolved"] = old.parameters["resolved"]
         m.embedding, m.usage = old.embedding, old.usage
+        m.sizing = m.sizing or old.sizing
         m.warnings = [w for w in old.warnings if not _DERIVED.match(w)]
         for name, value in (old.__pydantic_extra__ or {}).items():
             setattr(m, name, value)
@@ -200,7 +225,7 @@ class ModelRun:
                     assert isinstance(self.task.spec, APIModel)
                     session = run_concurrent(backend, requests, self, self.task.spec,
                                              max_new_tokens=self.task.generation.max_new_tokens,
-                                             label=self.task.model_dir)
+                                             label=self.task.model_dir, progress=self.progress)
                     busy = session.wall_s
                 elif isinstance(backend, BatchGenerator):
                     batches = Batches(backend)
@@ -226,10 +251,12 @@ class ModelRun:
             m.throughput = _throughput(m.done, self.tokens_out, elapsed, busy)
             if backend is not None:
                 backend.close()
-            self._summarise(backend, batches, session)
-            self.save_manifest()
-            # Failed models too: what did get answered belongs in responses.jsonl.
-            finalize_model(self.storage, self.plan, self.task)
+            if self.lease is None or self.lease.lost is None:
+                self._summarise(backend, batches, session)
+                self.save_manifest()
+                # Failed models too: what did get answered belongs in responses.jsonl.
+                finalize_model(self.storage, self.plan, self.task)
+            # else the new holder owns the manifest and the derived files now
             self.progress.finish(m)
         return m
 

@@ -34,17 +34,30 @@ class VectorRecorder(Recorder, Protocol):
 class Progress(Protocol):
     def start(self, task: ModelTask, total: int, done: int) -> None: ...
     def advance(self, n: int, tokens: int) -> None: ...
+
+    def note(self, text: str) -> None:
+        """What the model is waiting for (a rate-limit pause, a long retry), shown until the
+        next note; ``""`` when the wait is over. The text may quote a model id or a question
+        id: show it as plain text, never as markup."""
+
     def finish(self, manifest: ModelManifest) -> None: ...
 
 
 class NullProgress:
-    """Progress as log lines at start and end only."""
+    """Progress as log lines at start and end, and when the model has to wait."""
+
+    name = ""
 
     def start(self, task: ModelTask, total: int, done: int) -> None:
+        self.name = task.model_dir
         log.info("%s: %d questions, %d already done", task.model_dir, total, done)
 
     def advance(self, n: int, tokens: int) -> None:
         pass
+
+    def note(self, text: str) -> None:
+        if text:
+            log.info("%s: %s", self.name, text)
 
     def finish(self, manifest: ModelManifest) -> None:
         log.info("%s: %s (%d/%d, %d errors)", manifest.model_dir, manifest.status,

@@ -13,6 +13,7 @@ A backend makes ONE attempt and raises one of the typed errors of ``runner.error
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,11 +24,16 @@ from runner.errors import PermanentAPIError, TransientAPIError
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Back-off between attempts. Retry-After, when the server sends one, wins."""
+    """Back-off between attempts. Retry-After, when the server sends one, wins, up to ``max_wait``."""
 
     base_delay: float = 1.0
     max_delay: float = 60.0
-    max_retry_after: float = 120.0
+    #: No wait is longer, whatever the server asks for (a model's ``max_wait`` sets it).
+    max_wait: float = 120.0
+
+    def capped(self, max_wait: float) -> RetryPolicy:
+        """This policy with every wait at most ``max_wait`` seconds."""
+        return dataclasses.replace(self, max_wait=max_wait, max_delay=min(self.max_delay, max_wait))
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Exponential with "equal jitter": half fixed, half random, so clients spread out."""
@@ -37,8 +43,8 @@ class RetryPolicy:
     def wait_for(self, err: TransientAPIError, attempt: int, rng: random.Random) -> float:
         if err.retry_after is not None:
             # A little jitter on top, so the requests that were paused together do not all
-            # come back in the same millisecond.
-            return min(err.retry_after, self.max_retry_after) + rng.uniform(0, 0.1)
+            # come back in the same millisecond; the cap holds with the jitter included.
+            return min(err.retry_after + rng.uniform(0, 0.1), self.max_wait)
         return self.delay(attempt, rng)
 
 

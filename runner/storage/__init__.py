@@ -7,11 +7,11 @@ imported only when an ``s3://`` URL is opened.
 
 from __future__ import annotations
 
-from runner.errors import StorageError
+from runner.errors import StorageURLError
 from runner.storage.base import Storage, atomic_write
 from runner.storage.local import LocalStorage
 
-__all__ = ["LocalStorage", "Storage", "atomic_write", "is_s3", "open_storage"]
+__all__ = ["LocalStorage", "Storage", "StorageURLError", "atomic_write", "is_s3", "open_storage"]
 
 
 def is_s3(url: str) -> bool:
@@ -25,5 +25,5 @@ def open_storage(url: str, *, endpoint_url: str | None = None) -> Storage:
 
         return S3Storage(url, endpoint_url=endpoint_url)
     if "://" in url:
-        raise StorageError(f"output {url!r}: unsupported scheme; use a local folder or s3://bucket/prefix")
+        raise StorageURLError(f"output {url!r}: unsupported scheme; use a local folder or s3://bucket/prefix")
     return LocalStorage(url)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
+import secrets
 from abc import ABC, abstractmethod
 from pathlib import Path
+
+from runner.errors import StorageNotFound
 
 
 class Storage(ABC):
@@ -47,11 +50,73 @@ class Storage(ABC):
         """Size in bytes and, where the store has one, an MD5-like tag (for collect)."""
         return len(self.read_bytes(key)), None
 
+    # --- conditional writes, for leases (runner.storage.lease) -----------------------------
+    #
+    # A version is an opaque tag of one content of a key (S3's ETag, a digest locally). These
+    # defaults check, then write: correct for one writer only. The local and S3 stores
+    # override them with writes that are conditional in the store itself.
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """The content of ``key`` and its version; StorageNotFound when absent."""
+        data = self.read_bytes(key)
+        return data, content_version(data)
+
+    def create_new(self, key: str, data: bytes) -> str | None:
+        """Write ``key`` only if it does not exist: its new version, or None when it existed."""
+        if self.exists(key):
+            return None
+        self.write_bytes(key, data)
+        return content_version(data)
+
+    def replace_versioned(self, key: str, data: bytes, version: str) -> str | None:
+        """Write ``key`` only if it still holds ``version``: the new version, or None when it
+        changed or vanished meanwhile."""
+        try:
+            _, current = self.read_versioned(key)
+        except StorageNotFound:
+            return None
+        if current != version:
+            return None
+        self.write_bytes(key, data)
+        return content_version(data)
+
+    def delete_versioned(self, key: str, version: str) -> bool:
+        """Delete ``key`` only if it still holds ``version``; False when it changed."""
+        try:
+            _, current = self.read_versioned(key)
+        except StorageNotFound:
+            return False
+        if current != version:
+            return False
+        self.delete(key)
+        return True
+
+
+def content_version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def temp_beside(path: Path) -> tuple[int, Path]:
+    """A new, empty temporary file in ``path``'s folder, opened for writing: ``(fd, its path)``.
+
+    Unlike ``tempfile.mkstemp`` (always 0600), the file gets the process's umask like any
+    other file it creates, so a results folder shared through group permissions stays
+    readable by the group once the file is renamed into place.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` whole or not at all: a temporary file beside it, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -59,5 +124,5 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from runner.errors import StorageError, StorageNotFound
-from runner.storage.base import Storage, atomic_write
+from runner.errors import StorageError, StorageNotFound, StorageURLError
+from runner.storage.base import Storage, atomic_write, content_version
+
+try:
+    import fcntl
+except ImportError:  # Windows: conditional writes fall back to check-then-write
+    fcntl = None  # type: ignore[assignment]
 
 
 class LocalStorage(Storage):
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
         self.url = str(self.root)
+        if self.root.exists() and not self.root.is_dir():
+            raise StorageURLError(f"output {self.url}: is a file; expected a folder")
 
     def _path(self, key: str) -> Path:
         parts = [p for p in key.split("/") if p]
@@ -58,3 +67,83 @@ class LocalStorage(Storage):
 
     def upload_file(self, key: str, path: Path) -> None:
         self.write_bytes(key, Path(path).read_bytes())
+
+    # --- conditional writes: serialised by a lock on the key's folder ----------------------
+
+    @contextlib.contextmanager
+    def _folder_locked(self, path: Path) -> Iterator[None]:
+        """Hold an exclusive lock on ``path``'s folder while a conditional write checks and writes.
+
+        flock on the folder itself, so no lock file is left beside the results. Where the
+        filesystem cannot lock a folder (some NFS set-ups), the check and the write are not
+        atomic; the lease module's read-back check is what catches a lost race there.
+        """
+        folder = path.parent
+        fd = None
+        for _ in range(10):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                if fcntl is None:
+                    break
+                fd = os.open(folder, os.O_RDONLY)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # Another process may have removed the folder (emptied by delete_versioned)
+                # between our mkdir and the lock: then the lock is on a dead folder; retry.
+                if os.stat(folder).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if fd is None and not folder.is_dir():
+                    raise StorageError(f"cannot write {folder}: {e.strerror or e}") from e
+                # The filesystem cannot lock a folder: go on unlocked (see above).
+                if fd is not None:
+                    os.close(fd)
+                fd = None
+                break
+            if fd is not None:
+                os.close(fd)
+                fd = None
+        try:
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # closing drops the lock
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.read_bytes(key)
+        return data, content_version(data)
+
+    def create_new(self, key: str, data: bytes) -> str | None:
+        p = self._path(key)
+        with self._folder_locked(p):
+            if p.exists():
+                return None
+            self.write_bytes(key, data)
+        return content_version(data)
+
+    def replace_versioned(self, key: str, data: bytes, version: str) -> str | None:
+        p = self._path(key)
+        with self._folder_locked(p):
+            try:
+                current = content_version(self.read_bytes(key))
+            except StorageNotFound:
+                return None
+            if current != version:
+                return None
+            self.write_bytes(key, data)
+        return content_version(data)
+
+    def delete_versioned(self, key: str, version: str) -> bool:
+        p = self._path(key)
+        with self._folder_locked(p):
+            try:
+                current = content_version(self.read_bytes(key))
+            except StorageNotFound:
+                return False
+            if current != version:
+                return False
+            self.delete(key)
+            with contextlib.suppress(OSError):
+                p.parent.rmdir()  # a folder of leases goes once the last one is released
+        return True

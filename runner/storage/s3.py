@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,8 +40,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from runner.errors import StorageError, StorageNotFound
-from runner.storage.base import Storage
+from runner.errors import StorageError, StorageNotFound, StorageURLError
+from runner.storage.base import Storage, temp_beside
 
 MiB = 1024 * 1024
 
@@ -59,14 +59,25 @@ CREDENTIALS_HINT = (
 )
 
 
+# Lower-case letters, digits, '.' and '-' (AWS's rule; MinIO and Ceph follow it). Upper case and
+# '_' are allowed by some old stores' "legacy" names, which boto3 refuses anyway.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
     if not url.startswith("s3://"):
-        raise StorageError(f"{url!r} is not an s3:// URL")
+        raise StorageURLError(f"{url!r} is not an s3:// URL")
     bucket, _, prefix = url[len("s3://"):].partition("/")
     if not bucket:
-        raise StorageError(f"{url!r}: missing bucket name; expected s3://bucket/prefix")
-    return bucket, prefix.strip("/")
+        raise StorageURLError(f"{url!r}: missing bucket name; expected s3://bucket/prefix")
+    if not _BUCKET.match(bucket):
+        raise StorageURLError(f"{url!r}: {bucket!r} is not an S3 bucket name (3-63 lower-case letters, "
+                              "digits, '.' and '-'); expected s3://bucket/prefix")
+    prefix = prefix.strip("/")
+    if any(part in (".", "..") for part in prefix.split("/")) or "\x00" in prefix:
+        raise StorageURLError(f"{url!r}: the prefix must not contain '.' or '..' parts")
+    return bucket, prefix
 
 
 def resolve_endpoint(endpoint_url: str | None) -> str | None:
@@ -250,19 +261,87 @@ class S3Storage(Storage):
         """Into a temporary file beside ``path``, then renamed: never a half-written file."""
         full = self._key(key)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = temp_beside(path)  # the umask's mode, not mkstemp's 0600
         os.close(fd)
         try:
             with self._errors("download", full):
-                self._client.download_file(self.bucket, full, tmp, Config=self._transfer)
+                self._client.download_file(self.bucket, full, str(tmp), Config=self._transfer)
             os.replace(tmp, path)
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
 
     def size_and_etag(self, key: str) -> tuple[int, str | None]:
         head = self._head(key)
         return head["ContentLength"], _etag(head.get("ETag"))
+
+    # --- conditional writes (If-None-Match / If-Match), for leases ---------------------------
+    #
+    # AWS S3 (since 2024), MinIO and moto honour them. A store that ignores the headers
+    # writes unconditionally; the lease module reads every write back, which catches a lost
+    # race there (docs/storage.md, "Leases").
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        full = self._key(key)
+        with self._errors("GetObject", full):
+            obj = self._client.get_object(Bucket=self.bucket, Key=full)
+            data = obj["Body"].read()
+        return data, _etag(obj.get("ETag")) or ""
+
+    def create_new(self, key: str, data: bytes) -> str | None:
+        try:
+            return self._put_if(key, data, IfNoneMatch="*")
+        except _Unconditional:
+            return super().create_new(key, data)
+
+    def replace_versioned(self, key: str, data: bytes, version: str) -> str | None:
+        try:
+            return self._put_if(key, data, IfMatch=f'"{version}"')
+        except _Unconditional:
+            return super().replace_versioned(key, data, version)
+
+    def _put_if(self, key: str, data: bytes, **condition: str) -> str | None:
+        full = self._key(key)
+        try:
+            with self._errors("PutObject", full):
+                out = self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition)
+        except StorageNotFound:
+            return None  # If-Match on a key that is gone
+        except StorageError as e:
+            code = _code(e.__cause__) if isinstance(e.__cause__, ClientError) else ""
+            if code in _CONDITION_FAILED:
+                return None
+            if code in _NOT_SUPPORTED:
+                raise _Unconditional from e  # a store that refuses the header: check, then write
+            raise
+        return _etag(out.get("ETag")) or ""
+
+    def delete_versioned(self, key: str, version: str) -> bool:
+        # DeleteObject's If-Match is not supported by every store: check, then delete. A lease
+        # taken over in between is re-created by its new holder at its next renewal.
+        try:
+            _, current = self.read_versioned(key)
+        except StorageNotFound:
+            return False
+        if current != version:
+            return False
+        self.delete(key)
+        return True
+
+
+# 412 when the condition does not hold; 409 when another conditional write to the key is in flight.
+_CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+# A store that refuses conditional headers outright rather than ignoring them.
+_NOT_SUPPORTED = {"NotImplemented", "501"}
+
+
+class _Unconditional(Exception):
+    """This store does not do conditional writes."""
+
+
+def _code(e: ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
 
 
 def _etag(raw: str | None) -> str | None:

@@ -5,6 +5,10 @@ Enough of the API for the launcher, driven through the official ``kubernetes`` c
 - ``batch/v1`` Jobs: create (with ``dryRun=All``), get, list (``labelSelector``), delete
   (``propagationPolicy``; Background also deletes the Job's pods, as the garbage collector would);
 - ``v1`` pods: get, list (``labelSelector``) and ``pods/{name}/log``;
+- what ``submit``'s preflight reads: namespaces, Secrets, PersistentVolumeClaims and
+  ServiceAccounts by name (``apply`` puts them there, as ``kubectl apply`` of k8s/ would; a
+  Secret's ``stringData`` is stored base64-encoded under ``data``, as the API server does), and
+  ``forbidden``: resources that answer 403, as they do for a user the medbench-launcher Role binds;
 - a ``Status`` body with the real reason and code for 404 (NotFound), 409 (AlreadyExists) and
   422 (Invalid: a name that is not a DNS-1123 label), and a ``resourceVersion`` that grows with
   every write.
@@ -15,6 +19,7 @@ Every request is kept in ``requests`` so a test can assert what was (not) sent.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -23,13 +28,22 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import yaml
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _JOBS = re.compile(r"^/apis/batch/v1/namespaces/(?P<ns>[^/]+)/jobs(?:/(?P<name>[^/]+))?$")
 _PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+)(?P<log>/log)?)?$")
+_NAMESPACE = re.compile(r"^/api/v1/namespaces/(?P<name>[^/]+)$")
+_OBJECTS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<resource>secrets|persistentvolumeclaims|"
+                      r"serviceaccounts)/(?P<name>[^/]+)$")
+_KINDS = {"Secret": "secrets", "PersistentVolumeClaim": "persistentvolumeclaims",
+          "ServiceAccount": "serviceaccounts"}
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+K8S_SETUP = Path(__file__).resolve().parents[2] / "k8s"
 
 
 @dataclass
@@ -48,6 +62,11 @@ class FakeKubernetes:
     jobs: dict[tuple[str, str], dict] = field(default_factory=dict)
     pods: dict[tuple[str, str], dict] = field(default_factory=dict)
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: Secrets, PVCs and ServiceAccounts by (resource, namespace, name)
+    objects: dict[tuple[str, str, str], dict] = field(default_factory=dict)
+    #: resources (``secrets``, ``namespaces``, ``jobs``...) this user may not read: they answer 403
+    forbidden: set[str] = field(default_factory=set)
+    user: str = "alice"  #: the user named in a 403's message
     requests: list[Request] = field(default_factory=list)
     resource_version: int = 1000
     url: str = ""
@@ -85,6 +104,28 @@ class FakeKubernetes:
                                                        "namespace": namespace}}],
             "current-context": "fake",
         }
+
+    # --- playing the admin ---------------------------------------------------------------------
+
+    def apply(self, doc: dict, namespace: str | None = None) -> None:
+        """Store a Namespace, Secret, PersistentVolumeClaim or ServiceAccount manifest."""
+        with self._lock:
+            if doc["kind"] == "Namespace":
+                self.namespaces.add(doc["metadata"]["name"])
+                return
+            obj = copy.deepcopy(doc)
+            ns = namespace or obj["metadata"].get("namespace") or "medbench"
+            obj["metadata"].update(namespace=ns, uid=str(uuid.uuid4()), resourceVersion=self._bump())
+            if doc["kind"] == "Secret":
+                data = dict(obj.pop("data", None) or {})
+                for k, v in (obj.pop("stringData", None) or {}).items():
+                    data[k] = base64.b64encode(str(v).encode()).decode()
+                obj["data"] = data
+            self.objects[(_KINDS[doc["kind"]], ns, obj["metadata"]["name"])] = obj
+
+    def delete_object(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self.objects.pop((_KINDS[kind], namespace, name))
 
     # --- playing the Job controller and kubelet ----------------------------------------------
 
@@ -136,11 +177,31 @@ class FakeKubernetes:
         with self._lock:
             self.requests.append(Request(method, path, query, body))
             m = _JOBS.match(path)
+            if m and "jobs" in self.forbidden:
+                return _forbidden("jobs", m["name"] or "", m["ns"], self.user)
             if m:
                 return self._jobs(method, m["ns"], m["name"], query, body)
             m = _PODS.match(path)
             if m:
                 return self._pods(method, m["ns"], m["name"], bool(m["log"]), query)
+            m = _NAMESPACE.match(path)
+            if m and method == "GET":
+                if "namespaces" in self.forbidden:
+                    return _forbidden("namespaces", m["name"], "", self.user)
+                if m["name"] not in self.namespaces:
+                    return _status(404, "NotFound", f'namespaces "{m["name"]}" not found', name=m["name"],
+                                   kind="namespaces")
+                return 200, {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": m["name"]},
+                             "status": {"phase": "Active"}}
+            m = _OBJECTS.match(path)
+            if m and method == "GET":
+                if m["resource"] in self.forbidden:
+                    return _forbidden(m["resource"], m["name"], m["ns"], self.user)
+                obj = self.objects.get((m["resource"], m["ns"], m["name"]))
+                if obj is None:
+                    return _status(404, "NotFound", f'{m["resource"]} "{m["name"]}" not found',
+                                   name=m["name"], kind=m["resource"])
+                return 200, obj
             return _status(404, "NotFound", f"the server could not find the requested resource ({path})")
 
     def _jobs(self, method: str, ns: str, name: str | None, query: dict, body: Any) -> tuple[int, Any]:
@@ -213,6 +274,18 @@ class FakeKubernetes:
         return 200, text
 
 
+def admin_setup(fake: FakeKubernetes, namespace: str = "medbench", *,
+                extra_pvcs: tuple[str, ...] = ()) -> None:
+    """What an admin applies once (k8s/: the ServiceAccounts, the HF cache PVC) and the Secrets of
+    k8s/secrets.example.yaml (placeholder values), into ``namespace``; plus ``extra_pvcs``."""
+    fake.namespaces.add(namespace)
+    for name in ("serviceaccount.yaml", "pvc.yaml", "secrets.example.yaml"):
+        for doc in yaml.safe_load_all((K8S_SETUP / name).read_text()):
+            fake.apply(doc, namespace)
+    for pvc in extra_pvcs:
+        fake.apply({"kind": "PersistentVolumeClaim", "metadata": {"name": pvc}}, namespace)
+
+
 def _selected(obj: dict, query: dict) -> bool:
     sel = (query.get("labelSelector") or [""])[0]
     labels = obj["metadata"].get("labels", {})
@@ -221,6 +294,13 @@ def _selected(obj: dict, query: dict) -> bool:
         if labels.get(k) != v:
             return False
     return True
+
+
+def _forbidden(resource: str, name: str, namespace: str, user: str):
+    where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+    group = "batch" if resource == "jobs" else ""
+    return _status(403, "Forbidden", f'{resource} "{name}" is forbidden: User "{user}" cannot get resource '
+                   f'"{resource}" in API group "{group}"{where}', name=name, kind=resource)
 
 
 def _list(kind: str, api_version: str, items: list, rv: int) -> dict:

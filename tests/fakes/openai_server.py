@@ -8,11 +8,14 @@ own question). ``LoopbackServer`` is shared with the Gemini fake.
     with FakeOpenAI(key="sk-test") as server:
         server.on("aspirin", Fault.status(500), Fault.rate_limit(retry_after=1))
         server.enqueue(Fault.hang(5))        # whichever request comes next
+        server.every(6, Fault.rate_limit(retry_after=1))   # requests 6, 12, 18... (arrival order)
+        server.limit_in_flight(4, Fault.rate_limit(retry_after=1))  # a real concurrency limit
         ...  # base_url=server.url
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import threading
@@ -21,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 
 @dataclass
@@ -90,6 +94,12 @@ class LoopbackServer:
         self.requests: list[Seen] = []
         self._queue: deque[Fault] = deque()
         self._targeted: list[tuple[str, deque[Fault]]] = []
+        self._every: list[tuple[int, Fault]] = []
+        self._counted = 0
+        self._in_flight = 0
+        self._max_in_flight: tuple[int, Fault] | None = None
+        self._over = threading.local()  # this handler thread's request is over the in-flight limit
+        self.refused_in_flight = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -107,12 +117,35 @@ class LoopbackServer:
         with self._lock:
             self._targeted.append((match, deque(faults)))
 
+    def every(self, n: int, fault: Fault) -> None:
+        """Answer every ``n``-th request (by arrival, counting from 1) with ``fault``, for good.
+
+        Deterministic, so a benchmark sees the same fault ratio every time; when two rules fall
+        on the same request, the one set first wins.
+        """
+        with self._lock:
+            self._every.append((n, fault))
+
+    def limit_in_flight(self, n: int, fault: Fault) -> None:
+        """Answer ``fault`` to any request that arrives while ``n`` others are being answered:
+        a service whose capacity (not a sporadic hiccup) is exhausted."""
+        with self._lock:
+            self._max_in_flight = (n, fault)
+
     def fault_for(self, prompt_text: str) -> Fault | None:
         with self._lock:
             for match, faults in self._targeted:
                 if faults and match in prompt_text:
                     return faults.popleft()
-            return self._queue.popleft() if self._queue else None
+            if self._queue:
+                return self._queue.popleft()
+            if getattr(self._over, "fault", None) is not None:
+                return self._over.fault
+            self._counted += 1
+            for n, fault in self._every:
+                if self._counted % n == 0:
+                    return fault
+            return None
 
     def requests_matching(self, text: str) -> list[Seen]:
         return [r for r in self.requests if text in json.dumps(r.body)]
@@ -189,8 +222,18 @@ class LoopbackServer:
         key_ok = self.key_matches(h)
         with self._lock:
             self.requests.append(Seen(h.path, body, time.monotonic(), key_ok))
-        status, payload, headers = self.respond(h.path, body, key_ok)
-        self._sleep(self._latency())
+            limit = self._max_in_flight
+            # A refused request takes no capacity: only the ones being answered count.
+            over = limit is not None and self._in_flight >= limit[0]
+            self.refused_in_flight += over
+            self._in_flight += not over
+        self._over.fault = limit[1] if over and limit is not None else None
+        try:
+            status, payload, headers = self.respond(h.path, body, key_ok)
+            self._sleep(self._latency())
+        finally:
+            with self._lock:
+                self._in_flight -= not over
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
@@ -212,17 +255,26 @@ def _words(text: str) -> int:
 
 
 class FakeOpenAI(LoopbackServer):
-    """``POST /v1/chat/completions`` as OpenAI (and vLLM, TGI...) answer it."""
+    """``POST /v1/chat/completions`` as OpenAI (and vLLM, TGI...) answer it.
+
+    ``basic_auth = (user, password)`` makes it a server behind a proxy with a login of its
+    own: HTTP clients send a ``user:password@`` of the URL as Basic auth, in place of the key.
+    """
+
+    basic_auth: tuple[str, str] | None = None
 
     @property
     def url(self) -> str:
         return f"{self.origin}/v1"
 
     def key_matches(self, h) -> bool:
-        return h.headers.get("Authorization") == f"Bearer {self.key}"
+        auth = h.headers.get("Authorization") or ""
+        if self.basic_auth is not None and auth.startswith("Basic "):
+            return base64.b64decode(auth[len("Basic "):]).decode() == ":".join(self.basic_auth)
+        return auth == f"Bearer {self.key}"
 
     def respond(self, path, body, key_ok):
-        if path != "/v1/chat/completions":
+        if urlsplit(path).path != "/v1/chat/completions":
             return 404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}}, {}
         if not key_ok:
             # The real API echoes a masked fragment of the key; ours says nothing of it.
