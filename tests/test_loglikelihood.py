@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
 from launcher.scoring.run_data import load_run
-from runner.backends.loglik import encode_pair, predictions, score_options
+from runner.backends.loglik import encode_pair, score_options
 from tests.conftest import SMOLLM2_GGUF, run_cli, write
 
 CORPUS = [
@@ -105,13 +105,6 @@ def test_context_and_continuation_split_like_lm_eval(loaded):
     # A prompt that already starts with BOS gets no second one.
     ctx_bos, _ = encode_pair(tok, "<s>Answer:", " yes")
     assert ctx_bos.count(tok.bos_token_id) == 1
-
-
-def test_acc_norm_divides_by_utf8_bytes():
-    # "ab": 2 bytes; "éé": 2 characters but 4 bytes. acc picks "ab" (-2 > -3); per byte
-    # "éé" wins (-0.75 > -1.0), where per character it would not (-1.5).
-    assert predictions([-2.0, -3.0], ["ab", "éé"]) == (0, 1)
-    assert predictions([-2.0, -2.0], ["ab", "cd"]) == (0, 0)  # ties go to the first option
 
 
 def test_a_question_without_options_is_an_error_of_its_own(loaded):

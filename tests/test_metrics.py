@@ -133,9 +133,11 @@ def test_pairs_compare_models_on_the_same_items(run_dir):
     assert pair["n"] == 3  # q4 failed for beta
     a_only = pair["a_only_correct"] if pair["a"] == "alpha" else pair["b_only_correct"]
     assert a_only == 2  # q2 and q3; only beta failed q4, so it is left out
-    assert 0 < pair["mcnemar_p"] <= 1 and pair["significant"] is False
+    assert 0 < pair["mcnemar_p"] <= 1
+    # Three shared questions are too few to call a difference real or not.
+    assert pair["verdict"] == "too few items" and pair["significant"] is None
     rouge = [p for p in m["score_pairs"] if p["metric"] == "rouge_l"]
-    assert len(rouge) == 1 and rouge[0]["n"] == 3
+    assert len(rouge) == 1 and rouge[0]["n"] == 3 and rouge[0]["verdict"] == "too few items"
 
 
 def test_items_carry_every_answer_side_by_side(run_dir):
@@ -197,3 +199,38 @@ def test_a_run_still_going_is_scored_from_its_records(run_dir):
     alpha = next(m for m in run.models if m.model_dir == "alpha")
     assert set(alpha.records) == {2}
     assert alpha.records[2]["response"] == "Final answer: B"
+
+
+def test_rouge_l_is_rouge_scores_own_number():
+    """The faster ROUGE-L (stems once per word, bit-parallel LCS) gives rouge-score's F1 exactly."""
+    from rouge_score import rouge_scorer
+
+    from launcher.scoring import rouge
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    texts = [q["reference"] for q in QUESTIONS if q.get("reference")] + [
+        "Yes. Tamoxifen, a selective oestrogen-receptor modulator, reduced recurrence in the trial.",
+        "The answer is (B): no benefit was shown; patients' outcomes were similar\u2028across arms.",
+        "running runs ran runner the the the a a", "12 mg/kg vs. 15 mg/kg [/] </script>", "!!!", "",
+    ]
+    for prediction in texts:
+        for reference in texts:
+            want = None
+            if prediction and reference:
+                want = float(scorer.score(reference, prediction)["rougeL"].fmeasure)
+            assert rouge.rouge_l(prediction, reference) == want, (prediction, reference)
+    rng = np.random.default_rng(0)
+    words = ["trial", "tumour", "dose", "risk", "a", "the", "survival"]
+    for _ in range(200):
+        a = " ".join(rng.choice(words, rng.integers(1, 300)))
+        b = " ".join(rng.choice(words, rng.integers(1, 300)))
+        assert rouge.rouge_l(a, b) == float(scorer.score(b, a)["rougeL"].fmeasure)
+
+
+def test_scores_are_the_same_whether_computed_or_read_from_the_runs_cache(run_dir):
+    first = compute_metrics(load_run(run_dir), similarity_encoder=None, bootstrap=0)
+    assert (run_dir / ".cache" / "rouge-l").is_dir()
+    second = compute_metrics(load_run(run_dir), similarity_encoder=None, bootstrap=0)
+    assert second == first
+    # The cache folder is not mistaken for a model.
+    assert [m["model_dir"] for m in second["models"]] == ["beta", "alpha", "encoder", "ll"]

@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tests.report_fixtures import SYSTEM_PROMPT, tiny_run
+from tests.report_fixtures import (
+    HOSTILE,
+    SYSTEM_PROMPT,
+    benchmark_source,
+    page_data,
+    tiny_models,
+    tiny_questions,
+    tiny_run,
+    write_run,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "artifacts"
@@ -58,7 +67,11 @@ def test_report_writes_the_page_and_the_metrics_next_to_the_run(run_dir):
     for qid in ("q-aspirin", "q-her2", "q-bcg", "q-free"):
         assert qid in html
     assert "B ✓ correct" in html and "no answer" in html and "RateLimitError: 429" in html
-    assert html.count('class="ans"') == 4 * 3
+    data = page_data(html)
+    assert data["models"] == ["good-model", "weak-model", "flaky-model"]
+    assert [len([a for a in it["a"] if a]) for it in data["items"]] == [3, 3, 3, 3]
+    # Three questions shared are too few for a verdict on any pair.
+    assert "too few items" in html and "real difference" not in html
     # Charts are inline SVG.
     assert 'id="chart-mc"' in html and 'id="chart-latency"' in html and 'id="chart-length"' in html
 
@@ -70,14 +83,64 @@ def test_report_goes_to_another_folder_with_o(run_dir, tmp_path):
     assert not (run_dir / "report.html").exists()
 
 
+def test_the_report_names_the_benchmark_and_split_the_questions_came_from(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps to the terminal
+    questions = tiny_questions()
+    run = write_run(tmp_path, questions, tiny_models(), questions_source=benchmark_source(questions))
+    named = "MedQA (USMLE, 4 options) — test split, 4 of 1,273 questions (seed 0), revision 17af935"
+
+    html = _report(run, None, "--encoder", "none").read_text()
+
+    assert f'<div id="questions-source">{named}</div>' in html  # the page's run header
+    block = json.loads((run / "metrics.json").read_text())["run"]
+    assert block["questions_label"] == named
+    assert block["questions_source"]["benchmark"] == "medqa" and block["questions_source"]["seed"] == 0
+    assert f"questions: {named}" in capsys.readouterr().out  # and the terminal's summary
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"limit": None, "seed": None, "rows_in_split": 4},
+     "MedQA (USMLE, 4 options) — test split, all 4 questions, revision 17af935"),
+    ({"seed": None},
+     "MedQA (USMLE, 4 options) — test split, the first 4 of 1,273 questions, revision 17af935"),
+    ({"benchmark": "mmlu", "title": "MMLU, medical subjects", "subject": "anatomy", "rows_in_split": 135,
+      "revision": "c30699e8356da336a370243923dbaf21066bb9fe", "seed": 7},
+     "MMLU, medical subjects: anatomy — test split, 4 of 135 questions (seed 7), revision c30699e"),
+    ({"source": "local", "revision": None, "files_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b"},
+     "MedQA (USMLE, 4 options) — test split, 4 of 1,273 questions (seed 0), "
+     "local copy, files sha256 9f86d08"),
+])
+def test_the_benchmark_line_says_which_sample_and_which_data(tmp_path, changes, named):
+    questions = tiny_questions()
+    source = benchmark_source(questions, **changes)
+    run = write_run(tmp_path, questions, tiny_models(), questions_source=source)
+
+    html = _report(run, None, "--encoder", "none").read_text()
+
+    assert json.loads((run / "metrics.json").read_text())["run"]["questions_label"] == named
+    assert named in html
+
+
+def test_a_questions_file_names_no_benchmark(run_dir):
+    html = _report(run_dir, None, "--encoder", "none").read_text()
+
+    block = json.loads((run_dir / "metrics.json").read_text())["run"]
+    assert block["questions_source"] is None and block["questions_label"] is None
+    assert 'id="questions-source"' not in html
+
+
 def test_answers_are_shown_as_text_never_as_markup(run_dir):
     html = _report(run_dir, None, "--encoder", "none").read_text()
 
     assert "window.__pwned" in html  # the hostile answer is on the page...
-    assert "<script>window.__pwned" not in html  # ...but only escaped
-    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in html
-    assert '<img src=x onerror' not in html
-    assert len(re.findall(r"<script\b", html)) == 1  # ours, and no other
+    assert "<script>window.__pwned" not in html  # ...but only escaped, as inert JSON data
+    assert "\\u003cscript\\u003ewindow.__pwned = 1\\u003c/script\\u003e" in html
+    assert '<img src=x onerror' not in html and "</pre></div>" not in html
+    # Ours, and no other: the data element (never run) and the page's script.
+    assert re.findall(r"<script\b[^>]*>", html) == [
+        '<script type="application/json" id="report-data" data-encoding="json">', "<script>"]
+    hostile = next(it for it in page_data(html)["items"] if it["id"] == "q-free")["a"][1]
+    assert hostile[2] == HOSTILE
 
 
 def test_the_page_needs_no_network(run_dir):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from launcher.scoring.stats import bootstrap_ci, mcnemar, paired_bootstrap
+from launcher.scoring.stats import MIN_PAIRED_ITEMS, bootstrap_ci, mcnemar, paired_bootstrap, verdict
 
 
 def test_accuracy_interval_holds_the_estimate_and_narrows_with_more_items():
@@ -66,3 +66,19 @@ def test_paired_bootstrap_finds_a_real_difference_and_not_a_fake_one():
 def test_paired_bootstrap_needs_pairs():
     with pytest.raises(ValueError):
         paired_bootstrap([1.0, 2.0], [1.0])
+
+
+def test_a_paired_test_on_fewer_than_twenty_items_gives_no_verdict():
+    assert MIN_PAIRED_ITEMS == 20
+    assert verdict(0.001, 19) == "too few items"
+    assert verdict(0.001, 20) == "real difference"
+    assert verdict(0.2, 200) == "not significant"
+    assert verdict(None, 200) == "no test"
+
+
+def test_resampling_reuses_the_draw_and_matches_a_fresh_generator():
+    x = np.arange(30, dtype=float)
+    lo, hi = bootstrap_ci(x, n_boot=500, seed=7)
+    idx = np.random.default_rng(7).integers(0, 30, size=(500, 30))
+    want = np.quantile(x[idx].mean(axis=1), [0.025, 0.975])
+    assert (lo, hi) == (float(want[0]), float(want[1]))

@@ -21,8 +21,9 @@ def register(sub) -> None:
     p.add_argument("--judge", metavar="MODEL",
                    help="first grade every answer with this API model of the run's config (LLM-as-judge)")
     p.add_argument("--encoder", default="minilm", metavar="NAME",
-                   help="encoder for answer-vs-reference similarity: 'minilm' (default), an encoder "
-                        "model of the run, or 'none' to skip it")
+                   help="encoder for answer-vs-reference similarity: 'minilm' (default: all-MiniLM-L6-v2 "
+                        "reading up to 128 word pieces), 'minilm-256', an encoder model of the run, or "
+                        "'none' to skip it; vectors are kept in DIR/.cache for the next report")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap resamples for intervals and paired tests (default 1000)")
     p.set_defaults(func=cmd_report)
@@ -51,19 +52,28 @@ def cmd_report(args) -> int:
     if args.judge:
         from launcher.judge import run_judge
 
-        with console.status(f"judging answers with {args.judge}…"):
+        # The judge's name and the folder are the user's text: never read as rich markup.
+        with console.status(Text(f"judging answers with {args.judge}…")):
             folder = run_judge(run_dir, args.judge)
-        console.print(f"judge verdicts → {folder}")
+        console.print(f"judge verdicts → {folder}", markup=False, highlight=False)
     encoder = None if args.encoder.lower() == "none" else args.encoder
     with console.status("scoring…"):
         files = build_report(run_dir, Path(args.output) if args.output else None, encoder=encoder,
                              bootstrap=args.bootstrap)
+    label = (files.metrics.get("run") or {}).get("questions_label")
+    if label:
+        console.print(f"  questions: {label}", markup=False, highlight=False)
     for m in files.metrics.get("models", []):
-        mc = m.get("mc")
-        acc = (f"accuracy {100 * mc['accuracy']:.1f}% [{100 * mc['ci_low']:.1f}, {100 * mc['ci_high']:.1f}]"
-               if mc and mc.get("accuracy") is not None else "")
+        mc = m.get("mc") or {}
+        acc = f"accuracy {100 * mc['accuracy']:.1f}%" if mc.get("accuracy") is not None else ""
+        if acc and mc.get("ci_low") is not None:  # no interval with --bootstrap 0
+            acc += f" [{100 * mc['ci_low']:.1f}, {100 * mc['ci_high']:.1f}]"
         console.print(f"  {m['model_dir']}: {m.get('answered', 0)}/{m.get('n', 0)} answered  {acc}",
                       markup=False, highlight=False)
+    sim = files.metrics.get("similarity")
+    if sim:
+        console.print(f"  similarity ({sim['encoder']}): {sim['texts']:,} texts, {sim['from_cache']:,} from "
+                      f"the run's cache, {sim['embedded']:,} embedded", markup=False, highlight=False)
     console.print(f"report → {files.html}\nmetrics → {files.csv}, {files.json}",
                   markup=False, highlight=False)
     return 0
@@ -73,7 +83,7 @@ def cmd_report(args) -> int:
 
 
 def _find_item(items: list[dict], n: str) -> dict:
-    if n.isdigit():
+    if n.isascii() and n.isdigit():  # "²".isdigit() is True, but int("²") fails
         for it in items:
             if it["index"] == int(n):
                 return it
@@ -124,7 +134,7 @@ def render_item(item: dict, models: list[dict], *, full: bool = False) -> list:
             continue
         a = answers.get(m["model_dir"])
         if a is None:
-            out.append(Panel(Text("not run", style="dim"), title=m["model_dir"], title_align="left",
+            out.append(Panel(Text("not run", style="dim"), title=Text(m["model_dir"]), title_align="left",
                              border_style="dim"))
             continue
         status, badge = _status(a, gold)
@@ -140,7 +150,8 @@ def render_item(item: dict, models: list[dict], *, full: bool = False) -> list:
             extra.append(f"{a['latency_s']:.2f} s")
         if a.get("finish_reason") == "length":
             extra.append("cut off at max_new_tokens")
-        subtitle = " · ".join([badge] + extra) if status != "free" else " · ".join(extra) or None
+        # The badge carries the option's letter, which is the questions file's text.
+        subtitle = Text(" · ".join(([badge] if status != "free" else []) + extra)) or None
         out.append(Panel(body, title=Text(m["model_dir"], style="bold"), title_align="left",
                          subtitle=subtitle, subtitle_align="right", border_style=_STYLE[status]))
     return out

@@ -1,15 +1,25 @@
 """The report page: metrics (the scoring contract's dict) → one self-contained HTML file.
 
-Everything the page needs (CSS, the filter script, SVG charts) is inline, so it opens from a
-laptop's disk or an e-mail attachment with no network. Answers are untrusted model output:
-the Jinja environment autoescapes everything, and the script reads the page's DOM instead of
-embedding data as JavaScript, so no answer text ever lands inside a <script> element.
+Everything the page needs (CSS, the script, SVG charts, the answers) is inline, so it opens
+from a laptop's disk or an e-mail attachment with no network.
+
+The run, metrics, charts and model comparisons are HTML rendered here. The questions and
+answers are data: every question and answer once, as JSON in one
+``<script type="application/json">`` element (deflated and base64-encoded when large), from
+which the page's script draws one page of questions at a time and searches and filters in
+memory, so a 20-model, 1,000-question report loads in seconds and stays small.
+
+Answers are untrusted model output. The Jinja environment autoescapes all HTML; in the data
+element every ``<``, ``>``, ``&``, U+2028 and U+2029 is written as a ``\\u`` escape, so no answer
+can end the element or be read as code; the script puts text in with ``textContent`` only.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import zlib
 from importlib import metadata
 from typing import Any
 
@@ -18,9 +28,14 @@ from markupsafe import Markup
 
 from launcher.judge import JudgeView
 from launcher.report import charts
+from launcher.scoring.stats import MIN_PAIRED_ITEMS
 from runner.artefacts.records import now_iso
 
 TEMPLATE = "report.html.j2"
+#: Questions shown at once; the page's script renders one page of them at a time.
+PAGE_SIZE = 25
+#: Page data above this many characters of JSON is stored deflated and base64-encoded.
+COMPRESS_ABOVE = 4_000_000
 # Every per-model key the template reads; a metrics dict from an older scorer may lack some.
 _MODEL_KEYS = ("model_dir", "model", "backend", "kind", "scoring", "status", "n", "answered", "errors",
                "mc", "mc_norm", "latency_s", "answer_words", "output_tokens", "rouge_l", "similarity",
@@ -105,29 +120,58 @@ def _score_line(answer: dict, verdict: list[tuple[str, dict]]) -> str:
     return " · ".join(parts)
 
 
-def _items_view(items: list[dict], answer_models: list[str], judges: list[JudgeView]) -> list[dict]:
+def _answer_row(answer: dict | None, gold: str | None, verdicts: list[tuple[str, dict]]) -> list | None:
+    """One answer as the page's script reads it: [status, badge, text, error, score line]."""
+    if answer is None:
+        return None  # the model has no answer to this question at all (not run)
+    status, badge = _status(answer, gold)
+    return [status, badge, answer.get("text"), answer.get("error"), _score_line(answer, verdicts)]
+
+
+def page_data(items: list[dict], answer_models: list[str], judges: list[JudgeView]) -> dict:
+    """Every question and answer, once, in the compact shape the page's script renders from."""
     out = []
     for it in items:
         answers = it.get("answers") or {}
-        cards, tokens = [], []
-        for i, model_dir in enumerate(answer_models):
-            a = answers.get(model_dir)
-            if a is None:
-                status, badge = "noanswer", "not run"
-                a = {"text": None}
-            else:
-                status, badge = _status(a, it.get("gold"))
-            tokens.append(f"{i}:{status}")
+        rows = []
+        for model_dir in answer_models:
             verdicts = [(j.judge_model, j.verdicts[(model_dir, it["index"])])
                         for j in judges if (model_dir, it["index"]) in j.verdicts]
-            cards.append({
-                "model_dir": model_dir, "status": status, "badge": badge, "text": a.get("text"),
-                "error": a.get("error"), "scores": _score_line(a, verdicts),
-            })
-        out.append({**it, "cards": cards, "status_tokens": " ".join(tokens),
-                     "options": it.get("options"), "gold": it.get("gold"),
-                     "context": it.get("context"), "reference": it.get("reference")})
-    return out
+            rows.append(_answer_row(answers.get(model_dir), it.get("gold"), verdicts))
+        options = it.get("options")
+        out.append({"n": it["index"], "id": it.get("id"), "q": it.get("question"), "c": it.get("context"),
+                    "o": list(options.items()) if options else None, "g": it.get("gold"),
+                    "r": it.get("reference"), "a": rows})
+    return {"models": answer_models, "items": out}
+
+
+# Inside <script type="application/json"> only "</script" (or "<!--") could end the element
+# early; escaping every "<", ">" and "&" rules that out whatever the answers hold. U+2028 and
+# U+2029 are escaped too, so the text stays valid even for a reader that evaluates it as JS.
+# (These characters only ever occur inside JSON strings, where the escapes mean the same.)
+_SCRIPT_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                   ("\u2029", "\\u2029"))
+
+
+def script_json(obj: Any) -> str:
+    """JSON text that is safe as the body of a <script type="application/json"> element."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for char, escape in _SCRIPT_ESCAPES:  # str.replace: C speed on tens of megabytes
+        text = text.replace(char, escape)
+    return text
+
+
+def data_block(data: dict, *, compress_above: int = COMPRESS_ABOVE) -> tuple[str, str]:
+    """(encoding, body) of the page's data element: plain JSON, or zlib + base64 when large.
+
+    Plain JSON keeps a small report readable and searchable as a file; a large one is
+    deflated (answers compress about 4:1) so a 20-model, 1,000-question page stays small.
+    """
+    text = script_json(data)
+    if len(text) <= compress_above:
+        return "json", text
+    packed = zlib.compress(text.encode("utf-8"), 6)
+    return "deflate-base64", base64.b64encode(packed).decode("ascii")
 
 
 def _system_prompts(prompts: dict[str, str | None]) -> list[dict]:
@@ -147,8 +191,11 @@ def render_html(metrics: dict, *, parameters: dict[str, dict] | None = None,
     """
     judges = judges or []
     models = [{**dict.fromkeys(_MODEL_KEYS), **m} for m in metrics.get("models") or []]
-    run = {"name": "", "run_id": "", "created_at": None, "n_questions": 0, **(metrics.get("run") or {})}
+    run = {"name": "", "run_id": "", "created_at": None, "n_questions": 0, "questions_label": None,
+           **(metrics.get("run") or {})}
     answer_models = [m["model_dir"] for m in models if m.get("kind") != "embed"]
+    items = metrics.get("items") or []
+    encoding, body = data_block(page_data(items, answer_models, judges))
     chart_list = [c for c in (charts.accuracy_chart(models), charts.accuracy_chart(models, "mc_norm"),
                               charts.latency_chart(models), charts.length_chart(models)) if c is not None]
     try:
@@ -170,5 +217,9 @@ def render_html(metrics: dict, *, parameters: dict[str, dict] | None = None,
         agreement=metrics.get("agreement"),
         judges=judges,
         answer_models=answer_models,
-        items=_items_view(metrics.get("items") or [], answer_models, judges),
+        n_items=len(items),
+        min_paired=MIN_PAIRED_ITEMS,
+        page_size=PAGE_SIZE,
+        data_encoding=encoding,
+        data=Markup(body),
     )

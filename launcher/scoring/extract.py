@@ -120,13 +120,14 @@ def extract(text: str | None, options: dict[str, str] | None) -> Extraction:
 
     # 1. the last explicit answer phrase that names an option
     chosen = None
-    for m in _MARKERS.finditer(body):
+    markers = list(_MARKERS.finditer(body))  # scanned once: long answers make this the slow part
+    for m in markers:
         c = _candidate(body[m.end() :], options, labels)
         if c is not None:
             chosen = c
     tail = re.compile(r"\b(" + "|".join(re.escape(x) for x in labels) + r")\)?\s+is\s+(?:the\s+)?"
                       r"(?:correct|right|best)\b")
-    last_marker_end = max((m.end() for m in _MARKERS.finditer(body)), default=-1)
+    last_marker_end = markers[-1].end() if markers else -1
     for m in tail.finditer(body):
         if m.start() > last_marker_end:
             chosen = m.group(1)

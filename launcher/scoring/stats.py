@@ -8,7 +8,13 @@
   similarity, correctness), resampling items jointly, with a percentile interval and a
   two-sided p-value.
 
-Every resampling takes a ``seed`` so a report is reproducible.
+- ``verdict``: what the page says of a paired comparison; fewer than ``MIN_PAIRED_ITEMS``
+  shared items get "too few items", whatever the p-value (an exact test on a handful of
+  questions can come out "significant" by luck of which questions were asked).
+
+Every resampling takes a ``seed`` so a report is reproducible; the resampled indices for a
+given size, count and seed are drawn once and reused, since a report with many models runs
+hundreds of paired tests on the same number of items.
 """
 
 from __future__ import annotations
@@ -16,10 +22,30 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 EXACT_BELOW = 25
+#: Paired tests on fewer shared items than this report "too few items" instead of a verdict.
+MIN_PAIRED_ITEMS = 20
+
+
+@lru_cache(maxsize=4)
+def _resample(size: int, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap row indices (n_boot, size), the same as a fresh ``default_rng(seed)`` draws."""
+    idx = np.random.default_rng(seed).integers(0, size, size=(n_boot, size))
+    idx.setflags(write=False)
+    return idx
+
+
+def verdict(p: float | None, n: int, alpha: float = 0.05) -> str:
+    """"real difference", "not significant", "too few items", or "no test" (no p-value)."""
+    if n < MIN_PAIRED_ITEMS:
+        return "too few items"
+    if p is None:
+        return "no test"
+    return "real difference" if p < alpha else "not significant"
 
 
 def bootstrap_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0,
@@ -28,9 +54,7 @@ def bootstrap_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0,
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0 or n_boot <= 0:
         return None, None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    means = x[idx].mean(axis=1)
+    means = x[_resample(x.size, n_boot, seed)].mean(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
@@ -90,9 +114,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = 10
     diff = float(d.mean())
     if n_boot <= 0:
         return PairedDiff(diff, None, None, None, int(d.size))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(n_boot, d.size))
-    means = d[idx].mean(axis=1)
+    means = d[_resample(d.size, n_boot, seed)].mean(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     if np.all(d == 0):
         p = 1.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel
 
@@ -46,12 +46,20 @@ def lines(text: str) -> Iterator[tuple[int, str]]:
         yield lineno, raw.removesuffix("\r")
 
 
-def loads(line: str, lineno: int) -> Any:
-    """One line's value; ``JSONLError`` when it is not valid JSON or nests absurdly deep."""
+def binary_lines(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """``(lineno, line)`` of a file opened in binary mode, streamed; split on b"\n" only."""
+    for lineno, raw in enumerate(f, start=1):
+        yield lineno, raw.rstrip(b"\r\n")
+
+
+def loads(line: str | bytes, lineno: int) -> Any:
+    """One line's value; ``JSONLError`` when it is not valid JSON (or UTF-8) or nests absurdly deep."""
     try:
         return json.loads(line)
     except json.JSONDecodeError as e:
         raise JSONLError(lineno, f"not valid JSON: {e.msg} (column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise JSONLError(lineno, "not valid UTF-8") from None
     except RecursionError:
         raise JSONLError(lineno, "not valid JSON: nested too deeply") from None
 

@@ -15,8 +15,7 @@ follows lm-eval's ``HFLM`` for causal models (``TemplateLM._encode_pair``):
   and its last token dropped.
 
 ``acc`` picks the option with the largest sum; ``acc_norm`` divides each sum by the
-option's length in UTF-8 bytes first (lm-eval divides by ``len(choice)``; the two agree on
-ASCII options such as yes/no/maybe).
+option's length in characters (``len(choice)``), as lm-evaluation-harness does.
 
 Rows that feed the model the same tokens (``context + continuation[:-1]``: one-token
 options of one question) share one forward pass, as lm-eval's logits cache does, and
@@ -182,11 +181,14 @@ def scored_choices(options: dict[str, str] | None, mode: str) -> list[str]:
 
 
 def predictions(loglikelihoods: list[float], options: list[str]) -> tuple[int, int]:
-    """Indices of the ``acc`` choice and the ``acc_norm`` (per UTF-8 byte) choice.
+    """Indices of the ``acc`` choice and the ``acc_norm`` (per character) choice.
 
-    Ties go to the first option, as ``numpy.argmax`` does in lm-eval.
+    ``acc_norm`` divides each option's log-likelihood by the option's length in characters
+    (Python ``len``, code points), as lm-eval's ``acc_norm`` does with ``len(choice)``; bytes
+    would weigh a non-ASCII option ("naïve", "β-blocker") as longer than it is. Ties go to the
+    first option, as ``numpy.argmax`` does in lm-eval.
     """
     best = max(range(len(options)), key=lambda j: (loglikelihoods[j], -j))
-    normed = [ll / max(1, len(o.encode("utf-8"))) for ll, o in zip(loglikelihoods, options, strict=True)]
+    normed = [ll / max(1, len(o)) for ll, o in zip(loglikelihoods, options, strict=True)]
     best_norm = max(range(len(options)), key=lambda j: (normed[j], -j))
     return best, best_norm
