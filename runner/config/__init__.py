@@ -17,6 +17,7 @@ from runner.config.backends import (
     HFModel,
     ModelSpec,
     OpenAIModel,
+    VLLMModel,
     descriptor,
     infer_backend,
 )
@@ -41,7 +42,8 @@ from runner.config.run import RunConfig
 __all__ = [
     "APIModel", "BACKENDS", "DESCRIPTORS", "ClusterConfig", "Descriptor", "EchoModel", "EmbedModel",
     "GeminiModel", "Generation", "GenerationOverride", "HFModel", "ModelBase", "ModelSpec", "OpenAIModel",
-    "Placement", "Prices", "Resources", "RunConfig", "SecretNames", "Strict", "Toleration", "check_run_id",
+    "Placement", "Prices", "Resources", "RunConfig", "SecretNames", "Strict", "Toleration", "VLLMModel",
+    "check_run_id",
     "check_safe_name", "check_template", "descriptor", "format_validation_error", "infer_backend",
     "load_config", "parse_config",
 ]
