@@ -83,10 +83,12 @@ def _cost(m: ModelEstimate) -> Text:
 def plan_table(est: PlanEstimate) -> Table:
     table = Table(title=Text(f"{est.run_id}: {est.questions} questions, max_new_tokens {est.max_new_tokens} "
                              "(estimates)"), title_justify="left", box=box.SIMPLE_HEAD)
-    # Only the model column gives way on a narrow terminal (its ids are long; the figures are not).
-    table.add_column("model", overflow="ellipsis")
-    for name in ("job", "input tokens", "output tokens", "time", "GPU-hours", "cost"):
-        table.add_column(name, justify="left" if name == "job" else "right", no_wrap=True)
+    # On a narrow terminal (or 80 columns when piped) the model and job columns fold onto more
+    # lines; the figures never do, and no column is squeezed out of sight.
+    table.add_column("model", overflow="fold", min_width=16)
+    table.add_column("job", overflow="fold", min_width=12)
+    for name in ("input tokens", "output tokens", "time", "GPU-hours", "cost"):
+        table.add_column(name, justify="right", no_wrap=True)
     for m in est.models:
         out_mark = "≤" if m.output_basis == "max_new_tokens" else ""
         table.add_row(

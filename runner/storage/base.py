@@ -81,7 +81,11 @@ class Storage(ABC):
         return content_version(data)
 
     def delete_versioned(self, key: str, version: str) -> bool:
-        """Delete ``key`` only if it still holds ``version``; False when it changed."""
+        """Delete ``key`` only if it still holds ``version``; False when it changed.
+
+        Check, then delete, on every store (DeleteObject's If-Match is not supported by every S3
+        store): a lease taken over in between is re-created by its new holder at its next renewal.
+        """
         try:
             _, current = self.read_versioned(key)
         except StorageNotFound:

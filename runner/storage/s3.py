@@ -315,18 +315,6 @@ class S3Storage(Storage):
             raise
         return _etag(out.get("ETag")) or ""
 
-    def delete_versioned(self, key: str, version: str) -> bool:
-        # DeleteObject's If-Match is not supported by every store: check, then delete. A lease
-        # taken over in between is re-created by its new holder at its next renewal.
-        try:
-            _, current = self.read_versioned(key)
-        except StorageNotFound:
-            return False
-        if current != version:
-            return False
-        self.delete(key)
-        return True
-
 
 # 412 when the condition does not hold; 409 when another conditional write to the key is in flight.
 _CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
