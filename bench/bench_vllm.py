@@ -37,9 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
-from runner.execute import ModelRun, stage_run  # noqa: E402
 
+from runner.artefacts.stored import stage_run  # noqa: E402
 from runner.config import load_config  # noqa: E402
+from runner.engine.model_run import ModelRun  # noqa: E402
 from runner.plan import make_plan  # noqa: E402
 from runner.prompts import PRESETS, messages_for, render_question  # noqa: E402
 from runner.questions import load_questions  # noqa: E402
@@ -107,7 +108,7 @@ def through_model_run(work: Path, qfile: Path, max_new_tokens: int, model: dict,
     folder = work / "results" / plan.run_id / plan.tasks[0].model_dir
     recs = sorted((json.loads(line) for line in (folder / "responses.jsonl").read_text().splitlines()),
                   key=lambda r: r["index"])
-    gen = run.gen_seconds
+    gen = manifest.throughput["busy_s"]
     return recs, total - gen, gen, manifest
 
 

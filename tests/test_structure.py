@@ -160,3 +160,27 @@ def test_links_between_docs_point_at_files_that_exist(doc):
 def test_the_readme_stays_a_front_page():
     lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 200, f"README.md has {len(lines)} lines; move detail into docs/"
+
+
+BENCH_SCRIPTS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "bench").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", BENCH_SCRIPTS)
+def test_every_bench_script_imports_only_modules_that_exist(script):
+    # Benchmarks run rarely; a module they import that moved would only show on the day of a run.
+    import importlib.util
+
+    tree = ast.parse((REPO / script).read_text(encoding="utf-8"))
+    known = set(project_modules())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] in PACKAGES:
+                assert name in known, f"{script} imports {name}, which does not exist"
+            elif name.split(".")[0] == "tests":
+                assert importlib.util.find_spec(name) is not None, f"{script} imports {name}"

@@ -318,6 +318,9 @@ def _throughput(done: int, tokens: int, elapsed: float, busy: float) -> dict[str
     busy = busy or elapsed
     return {
         "elapsed_s": round(elapsed, 3),
+        # Seconds inside the backend (generating, embedding, or waiting on the API): elapsed
+        # minus loading and recording.
+        "busy_s": round(busy, 3),
         "answers": done,
         "output_tokens": tokens,
         "answers_per_s": round(done / busy, 4) if busy else None,
