@@ -25,6 +25,7 @@ backend's ``wrap_error``, torch's out-of-memory in the local backends.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from runner.redact import redact
@@ -36,6 +37,19 @@ class MedbenchError(Exception):
 
 class InputError(MedbenchError):
     exit_code = 2
+
+    @classmethod
+    def read_text(cls, path: Path, *, missing: str, folder: str) -> str:
+        """The text of a file the user named; a missing, folder, unreadable or non-UTF-8 path is
+        this error, one line that starts with the path."""
+        if not path.exists():
+            raise cls(f"{path}: {missing}")
+        if path.is_dir():
+            raise cls(f"{path}: is a folder; {folder}")
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise cls(f"{path}: cannot read: {e}") from None
 
 
 class ConfigError(InputError):

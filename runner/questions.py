@@ -132,14 +132,7 @@ def parse_questions(text: str | list[str], source: str) -> list[Question]:
 
 def load_questions(path: str | Path) -> list[Question]:
     p = Path(path)
-    if not p.exists():
-        raise QuestionsError(f"{p}: no such questions file")
-    if p.is_dir():
-        raise QuestionsError(f"{p}: is a folder; expected a JSONL file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise QuestionsError(f"{p}: cannot read: {e}") from None
+    text = QuestionsError.read_text(p, missing="no such questions file", folder="expected a JSONL file")
     return parse_questions(text, str(p))
 
 

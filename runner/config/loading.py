@@ -117,12 +117,6 @@ def parse_config(text: str, source: str = "models.yaml", base_dir: Path | None =
 
 def load_config(path: str | Path) -> RunConfig:
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: no such file (expected a models.yaml, see examples/)")
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a folder; expected a models.yaml file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read: {e}") from None
+    text = ConfigError.read_text(p, missing="no such file (expected a models.yaml, see examples/)",
+                                 folder="expected a models.yaml file")
     return parse_config(text, source=str(p), base_dir=p.parent)
