@@ -32,6 +32,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from tests.fakes.loopback import serve, shut
+
 _BYTES = {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1}
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 _INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
@@ -129,22 +131,12 @@ class FakeHub:
         self.repos[(repo_id, revision)] = Repo(blobs, gated, info_safetensors)
 
     def start(self) -> FakeHub:
-        handler = type("Handler", (_Handler,), {"hub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server, self._thread, self.url = serve(type("Handler", (_Handler,), {"hub": self}))
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            if self._thread is not None:
-                self._thread.join(timeout=5)
-            self._server = None
+        shut(self._server, self._thread)
+        self._server = None
 
     # --- the API -----------------------------------------------------------------------------
 

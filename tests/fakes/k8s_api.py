@@ -34,6 +34,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from tests.fakes.loopback import serve, shut
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _JOBS = re.compile(r"^/apis/batch/v1/namespaces/(?P<ns>[^/]+)/jobs(?:/(?P<name>[^/]+))?$")
 _PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+)(?P<log>/log)?)?$")
@@ -77,21 +79,12 @@ class FakeKubernetes:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> FakeKubernetes:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server, self._thread, self.url = serve(type("Handler", (_Handler,), {"fake": self}))
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
+        shut(self._server, self._thread)
+        self._server = None
 
     def kubeconfig(self, namespace: str = "medbench") -> dict:
         """A kubeconfig (as a dict, write it as YAML) whose current context is this server."""

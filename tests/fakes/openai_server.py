@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.fakes.loopback import serve, shut
+
 
 @dataclass
 class Fault:
@@ -181,19 +183,12 @@ class LoopbackServer:
             # connections, and the client only retries after a 1 s TCP timeout.
             request_queue_size = 256
 
-        self._httpd = Server(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._httpd, self._thread, _ = serve(Handler, Server)
         return self
 
     def stop(self) -> None:
         self._stopping.set()  # releases hanging handlers
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        shut(self._httpd, self._thread)
 
     def __enter__(self):
         return self.start()
