@@ -110,40 +110,25 @@ class LocalStorage(Storage):
             if fd is not None:
                 os.close(fd)  # closing drops the lock
 
-    def read_versioned(self, key: str) -> tuple[bytes, str]:
-        data = self.read_bytes(key)
-        return data, content_version(data)
-
     def create_new(self, key: str, data: bytes) -> str | None:
         p = self._path(key)
         with self._folder_locked(p):
-            if p.exists():
+            if p.exists():  # a folder in the way counts as taken, too
                 return None
             self.write_bytes(key, data)
         return content_version(data)
 
+    # The base class's check-then-write, made atomic between processes by the folder's lock.
+
     def replace_versioned(self, key: str, data: bytes, version: str) -> str | None:
-        p = self._path(key)
-        with self._folder_locked(p):
-            try:
-                current = content_version(self.read_bytes(key))
-            except StorageNotFound:
-                return None
-            if current != version:
-                return None
-            self.write_bytes(key, data)
-        return content_version(data)
+        with self._folder_locked(self._path(key)):
+            return super().replace_versioned(key, data, version)
 
     def delete_versioned(self, key: str, version: str) -> bool:
         p = self._path(key)
         with self._folder_locked(p):
-            try:
-                current = content_version(self.read_bytes(key))
-            except StorageNotFound:
+            if not super().delete_versioned(key, version):
                 return False
-            if current != version:
-                return False
-            self.delete(key)
             with contextlib.suppress(OSError):
                 p.parent.rmdir()  # a folder of leases goes once the last one is released
         return True
