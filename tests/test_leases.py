@@ -167,6 +167,9 @@ def test_a_second_run_is_refused_naming_the_first_and_writes_nothing(panel, proj
 
 def test_with_wait_the_second_run_waits_then_finds_everything_done(panel, project):
     short = {"MEDBENCH_LEASE_SECONDS": "2"}  # looks at the lease every half second
+    # A second per answer: the first run must still be going when the second has started,
+    # which on a loaded machine takes seconds (at 0.2 s an answer the first could finish first).
+    write(project / "models.yaml", panel.config(delay=1.0))
     first = launcher_run(project, panel, **short)
     wait_for(lambda: len(panel.records()) >= 2, "the first run's answers", first)
     second = launcher_run(project, panel, "--wait", name="second", **short)
