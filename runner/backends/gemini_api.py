@@ -174,7 +174,10 @@ class GeminiBackend(AsyncGenerator):
         check_base_url(self.spec.base_url, self.spec.id)
         key = api_key(self.spec.api_key_env, model=self.spec.id, fallbacks=self._fallbacks)
         scrub_logs()
-        self._http = guarded_client(httpx2.AsyncClient, self.endpoint, self.spec.max_response_bytes)
+        # A connection for every request in flight (httpx's default pool is 100).
+        n = max(100, self.spec.concurrency)
+        self._http = guarded_client(httpx2.AsyncClient, self.endpoint, self.spec.max_response_bytes,
+                                    limits=httpx2.Limits(max_connections=n, max_keepalive_connections=n))
         http = types.HttpOptions(
             base_url=self.endpoint,
             httpx_async_client=self._http,
