@@ -225,6 +225,27 @@ def test_a_key_echoed_as_the_model_version_is_redacted_everywhere(project, backe
     assert no_key_in(everything(project, capsys, caplog), key)
 
 
+def test_a_key_echoed_in_the_answer_text_is_redacted_there_too(project, backend, server, capsys, caplog):
+    key = OPENAI_KEY if backend == "openai" else GEMINI_KEY
+    server.on(TARGET, answer_text(backend, f"Your key is {key.upper()[:-1]}, thanks."))
+    cfg = setup(project, backend, server.url)
+
+    assert run_cli("run", cfg) == 0
+
+    assert (folder(project) / "1.txt").read_text(encoding="utf-8") == "Your key is ***, thanks."
+    assert no_key_in(everything(project, capsys, caplog), key)
+
+
+def test_redaction_stops_where_a_fragment_is_no_longer_the_key():
+    from runner.redact import redact, remember
+
+    key = "sk-proj-Zq81vK2mXw93LpQeR7tY"
+    remember(key)
+    assert redact(f"a {key[2:-2].upper()} b") == "a *** b"  # four characters short, in upper case
+    assert redact(f"a {key[:-5]} b") == f"a {key[:-5]} b"  # five short: no longer taken for the key
+    assert redact("billed to sk-...R7tY") == "billed to sk-...R7tY"  # a provider's masked form
+
+
 # --- 4. a gzip bomb and the body limit -------------------------------------------------------
 
 
