@@ -80,6 +80,17 @@ def judge_prompt(question: Any, answer: str) -> str:
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 _LOOSE = {c: re.compile(rf'"?{c}"?\s*[:=]\s*"?([1-5])\b', re.I) for c in CRITERIA}
+# A score given as text: ASCII digits only ("²" and "٤" are digits to str.isdigit, not to int()).
+_DIGITS = re.compile(r"\s*([0-9]{1,3})\s*")
+
+
+def _shown(value: object) -> str:
+    """A judge's bad score, short enough for one line and never a deep structure's repr."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        text = repr(value)
+        return text if len(text) <= 20 else text[:17] + "..."
+    return {dict: "an object", list: "a list", bool: "a boolean", type(None): "nothing"}.get(
+        type(value), type(value).__name__)
 
 
 def parse_verdict(text: str | None) -> tuple[dict[str, int] | None, str | None, str | None]:
@@ -100,21 +111,24 @@ def parse_verdict(text: str | None) -> tuple[dict[str, int] | None, str | None, 
             obj = json.loads(cand[start : end + 1])
         except json.JSONDecodeError:
             continue
+        except RecursionError:  # nested deeper than Python's stack: a reply no one can read
+            return None, None, "the reply's JSON is nested too deep to read"
         if not isinstance(obj, dict):
             continue
         lowered = {str(k).lower(): v for k, v in obj.items()}
         scores: dict[str, int] = {}
         for c in CRITERIA:
             v = lowered.get(c)
-            if isinstance(v, str) and v.strip().isdigit():
-                v = int(v.strip())
+            if isinstance(v, str) and (digits := _DIGITS.fullmatch(v)):
+                v = int(digits.group(1))
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
             if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 5:
-                return None, None, f"{c}: expected an integer 1-5, got {v!r}"
+                return None, None, f"{c}: expected an integer 1-5, got {_shown(v)}"
             scores[c] = v
         rationale = lowered.get("rationale")
-        return scores, (str(rationale) if rationale is not None else None), None
+        # Only text is a rationale; anything else (a list, a nest of objects) is left out.
+        return scores, (rationale if isinstance(rationale, str) else None), None
     loose = {c: int(m.group(1)) for c, rx in _LOOSE.items() if (m := rx.search(text))}
     if len(loose) == len(CRITERIA):
         return loose, None, None

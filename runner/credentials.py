@@ -16,10 +16,9 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from runner.errors import BackendUnavailable, ConfigError
-from runner.redact import redact, remember
+from runner.redact import MASK, redact, remember
 
-#: What stands where a credential was taken out of a URL (the same mark ``redact`` leaves).
-MASK = "***"
+# MASK stands where a credential was taken out of a URL: the same mark ``redact`` leaves.
 
 # Query parameters kept as written: names whose values are never secrets (Azure OpenAI's
 # api-version, Google's alt). Any other parameter keeps its name with its value masked: an

@@ -4,6 +4,11 @@ google-generativeai is end-of-life; google-genai is its replacement. The system 
 in ``system_instruction``, ``max_new_tokens`` in ``max_output_tokens``, the key in the
 ``x-goog-api-key`` header, and ``base_url`` (tests, proxies) through ``HttpOptions``.
 
+The SDK is given the guarded HTTP client (``runner.backends.http_client``: a body limit, and
+no ``x-goog-api-key`` on a redirect to another origin, which neither httpx nor aiohttp strip
+by themselves) and asked for the raw body (``should_return_http_response``), which
+``runner.backends.wire`` reads field by field instead of the SDK's pydantic models.
+
 Thinking models count their thoughts against ``max_output_tokens``: when thinking uses it
 all, the answer is empty with finish reason MAX_TOKENS. That is recorded as finish_reason
 ``length`` (with the native reason beside it) and the API runner warns about it in the
@@ -13,13 +18,17 @@ thoughts included; ``reasoning_tokens`` is the thinking part of it.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import httpx2
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from runner.backends import wire
 from runner.backends.base import AsyncGenerator, GenRequest, GenResult
+from runner.backends.http_client import ResponseRefused, guarded_client
 from runner.backends.retry_after import parse_duration, retry_after_seconds
 from runner.credentials import api_key, check_base_url, public_url, scrub_logs
 from runner.errors import BackendFatal, PermanentAPIError, TransientAPIError
@@ -32,19 +41,9 @@ API_VERSION = "v1beta"
 _FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
              "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "LANGUAGE"}
 
-try:  # the SDK's async transport is aiohttp when installed, else httpx2
-    import aiohttp
-
-    _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError,)
-except ImportError:
-    _TRANSPORT_ERRORS = ()
-try:
-    import httpx2
-
-    _TRANSPORT_ERRORS += (httpx2.TransportError,)
-    _TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, httpx2.TimeoutException)
-except ImportError:
-    _TIMEOUT_ERRORS = (TimeoutError,)
+# The SDK is handed an httpx2 client (never its aiohttp session), so these are its transport errors.
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx2.TransportError,)
+_TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, httpx2.TimeoutException)
 
 
 def finish_reason(native: str | None) -> str | None:
@@ -61,35 +60,50 @@ def finish_reason(native: str | None) -> str | None:
 
 
 def _details(e: genai_errors.APIError) -> list[dict]:
+    # Google's error body as the server sent it: every level is checked, as any may be junk.
     body = e.details if isinstance(e.details, dict) else {}
     inner = body.get("error", body)
     details = inner.get("details") if isinstance(inner, dict) else None
-    return [d for d in details or [] if isinstance(d, dict)]
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def _is(d: dict, kind: str) -> bool:
+    t = d.get("@type")
+    return isinstance(t, str) and t.endswith(kind)
+
+
+def _text(value: object) -> str | None:
+    """A server's text field, or None when it sent something else (never a structure's repr)."""
+    return value if isinstance(value, str) else None
 
 
 def _retry_delay(e: genai_errors.APIError) -> float | None:
     for d in _details(e):
-        if d.get("@type", "").endswith("google.rpc.RetryInfo"):
-            return parse_duration(d.get("retryDelay"))
+        if _is(d, "google.rpc.RetryInfo"):
+            return parse_duration(_text(d.get("retryDelay")))
     headers = getattr(getattr(e, "response", None), "headers", None)
     return retry_after_seconds(dict(headers)) if headers else None
 
 
 def _daily_quota(e: genai_errors.APIError) -> bool:
     for d in _details(e):
-        if d.get("@type", "").endswith("google.rpc.QuotaFailure"):
-            for v in d.get("violations") or []:
-                if "perday" in str(v.get("quotaId", "")).lower():
-                    return True
+        violations = d.get("violations") if _is(d, "google.rpc.QuotaFailure") else None
+        for v in violations if isinstance(violations, list) else []:
+            if isinstance(v, dict) and "perday" in (_text(v.get("quotaId")) or "").lower():
+                return True
     return False
 
 
 def wrap_error(e: BaseException, *, model: str, env: str, url: str) -> Exception | None:
     """The runner's typed error for an SDK or transport exception, or None when unknown."""
+    refused = next((x for x in (e, e.__cause__, e.__context__) if isinstance(x, ResponseRefused)), None)
+    if refused is not None:  # the same body again would be refused again: not retried
+        return PermanentAPIError(str(refused))
     if isinstance(e, genai_errors.APIError):
         code = int(e.code or 0)
-        msg = redact(str(e.message or e.status or "no message"))
-        reasons = {str(d.get("reason")) for d in _details(e)}
+        status = wire.brief(_text(e.status) or "no status")
+        msg = redact(wire.brief(_text(e.message) or _text(e.status) or "no message"))
+        reasons = {_text(d.get("reason")) for d in _details(e)}
         if code == 401 or "API_KEY_INVALID" in reasons:
             return BackendFatal(
                 f"{model}: {url} rejected the API key from {env} (HTTP {code}); check the key, "
@@ -104,13 +118,15 @@ def wrap_error(e: BaseException, *, model: str, env: str, url: str) -> Exception
             return TransientAPIError("rate_limit", f"rate limited (HTTP 429): {msg}",
                                      retry_after=_retry_delay(e))
         if code >= 500 or code == 408:
-            return TransientAPIError("server", f"HTTP {code} {e.status}: {msg}", retry_after=_retry_delay(e))
-        return PermanentAPIError(f"HTTP {code} {e.status}: {msg}")
+            return TransientAPIError("server", f"HTTP {code} {status}: {msg}", retry_after=_retry_delay(e))
+        return PermanentAPIError(f"HTTP {code} {status}: {msg}")
     if isinstance(e, _TIMEOUT_ERRORS):
         return TransientAPIError("timeout", "the request timed out")
     if isinstance(e, _TRANSPORT_ERRORS):
         return TransientAPIError("connection", f"cannot reach {url} ({type(e).__name__})")
-    if isinstance(e, ValueError):  # JSONDecodeError, pydantic ValidationError
+    # JSONDecodeError, pydantic ValidationError; RecursionError: an error body nested too deep for
+    # the SDK's JSON parser.
+    if isinstance(e, ValueError | RecursionError):
         return TransientAPIError("malformed", f"malformed response body ({type(e).__name__})")
     return None
 
@@ -127,7 +143,10 @@ class GeminiBackend(AsyncGenerator):
     def __init__(self, task):
         super().__init__(task)
         self.client: genai.Client | None = None
-        self.url = public_url(self.spec.base_url or DEFAULT_URL)
+        self._http: httpx2.AsyncClient | None = None
+        # As the SDK reads it, made explicit: the redirect rule needs the endpoint's origin.
+        self.endpoint = self.spec.base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_URL
+        self.url = public_url(self.endpoint)
 
     @property
     def _fallbacks(self) -> tuple[str, ...]:
@@ -155,8 +174,13 @@ class GeminiBackend(AsyncGenerator):
         check_base_url(self.spec.base_url, self.spec.id)
         key = api_key(self.spec.api_key_env, model=self.spec.id, fallbacks=self._fallbacks)
         scrub_logs()
+        # A connection for every request in flight (httpx's default pool is 100).
+        n = max(100, self.spec.concurrency)
+        self._http = guarded_client(httpx2.AsyncClient, self.endpoint, self.spec.max_response_bytes,
+                                    limits=httpx2.Limits(max_connections=n, max_keepalive_connections=n))
         http = types.HttpOptions(
-            base_url=self.spec.base_url,
+            base_url=self.endpoint,
+            httpx_async_client=self._http,
             api_version=API_VERSION,
             timeout=int(self.spec.timeout * 1000),
             # attempts=1: retries live once, in the API runner. Setting retry_options at all
@@ -178,7 +202,9 @@ class GeminiBackend(AsyncGenerator):
         settings = dict(self._config)
         if "thinking_config" in settings:
             settings["thinking_config"] = types.ThinkingConfig(**settings["thinking_config"])
-        config = types.GenerateContentConfig(system_instruction=system, **settings)
+        # The raw body: read by runner.backends.wire, not by the SDK's models.
+        config = types.GenerateContentConfig(system_instruction=system, should_return_http_response=True,
+                                             **settings)
         try:
             r = await self.client.aio.models.generate_content(
                 model=self.spec.id, contents=user, config=config)
@@ -187,37 +213,59 @@ class GeminiBackend(AsyncGenerator):
             if typed is None:
                 raise
             raise typed from e
-        return self._result(r)
-
-    def _result(self, r: types.GenerateContentResponse) -> GenResult:
-        extra: dict[str, Any] = {}
-        if r.model_version:
-            extra["model_version"] = r.model_version
-        um = r.usage_metadata
-        thoughts = (um.thoughts_token_count or 0) if um else 0
-        usage: dict[str, Any] = dict(
-            input_tokens=um.prompt_token_count if um else None,
-            output_tokens=((um.candidates_token_count or 0) + thoughts) if um else None,
-            reasoning_tokens=thoughts if um else None,
-        )
-        if not r.candidates:
-            feedback = r.prompt_feedback
-            block = feedback.block_reason if feedback else None
-            if block is None:
-                raise TransientAPIError("malformed", "response without candidates or a block reason")
-            extra["native_finish_reason"] = f"BLOCKED:{getattr(block, 'value', block)}"
-            return GenResult(text="", finish_reason="content_filter", extra=extra, **usage)
-        cand = r.candidates[0]
-        native = getattr(cand.finish_reason, "value", cand.finish_reason)
-        extra["native_finish_reason"] = native
-        parts = (cand.content.parts if cand.content else None) or []
-        text = "".join(p.text for p in parts if p.text and not p.thought)
-        return GenResult(text=text, finish_reason=finish_reason(native), extra=extra, **usage)
+        raw = r.sdk_http_response
+        return answer(wire.parse(raw.body if raw is not None else None))
 
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.aio.aclose()
             self.client = None
+        if self._http is not None:  # the SDK leaves a client it was given open
+            await self._http.aclose()
+            self._http = None
 
     def close(self) -> None:
         self.client = None
+
+
+def answer(doc: Any) -> GenResult:
+    """One generateContent answer, read from its JSON (``runner.backends.wire``).
+
+    A candidate without a text part is malformed unless the server says why there is none
+    (finish reason MAX_TOKENS or a safety stop, or a blocked prompt): the engine retries it and
+    then records the error, never an empty success.
+    """
+    wire.get(doc, (), dict, "an object")
+    extra: dict[str, Any] = {}
+    version = wire.text(doc, ("modelVersion",))
+    if version:
+        extra["model_version"] = version
+    usage: dict[str, Any] = dict(input_tokens=None, output_tokens=None, reasoning_tokens=None)
+    if doc.get("usageMetadata") is not None:
+        thoughts = wire.count(doc, ("usageMetadata", "thoughtsTokenCount"))
+        usage = dict(
+            input_tokens=wire.count(doc, ("usageMetadata", "promptTokenCount")),
+            output_tokens=wire.add(wire.count(doc, ("usageMetadata", "candidatesTokenCount")), thoughts, 0),
+            reasoning_tokens=thoughts if thoughts is not None else 0,
+        )
+    if not wire.get(doc, ("candidates",), list, "an array"):
+        block = wire.text(doc, ("promptFeedback", "blockReason"))
+        if block is None:
+            raise TransientAPIError("malformed", "candidates: none, and no block reason")
+        extra["native_finish_reason"] = f"BLOCKED:{block}"
+        return GenResult(text="", finish_reason="content_filter", extra=extra, **usage)
+    wire.get(doc, ("candidates", 0), dict, "an object")
+    native = wire.text(doc, ("candidates", 0, "finishReason"))
+    extra["native_finish_reason"] = native
+    parts = wire.get(doc, ("candidates", 0, "content", "parts"), list, "an array") or []
+    texts = []
+    for i in range(len(parts)):
+        part = ("candidates", 0, "content", "parts", i)
+        wire.get(doc, part, dict, "an object")
+        piece = wire.text(doc, (*part, "text"))
+        if piece is not None and not wire.get(doc, (*part, "thought"), bool, "a boolean"):
+            texts.append(piece)
+    reason = finish_reason(native)
+    if not texts and reason not in ("length", "content_filter"):
+        raise TransientAPIError("malformed", "candidates[0].content.parts: no text, an answer without text")
+    return GenResult(text="".join(texts), finish_reason=reason, extra=extra, **usage)

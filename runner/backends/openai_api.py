@@ -10,6 +10,9 @@ the manifest, so one models.yaml serves gpt-4o and o3 alike. What is sent is rec
 ``parameters.resolved.request_params``.
 
 One attempt per call; :func:`wrap_error` is the one place SDK errors become the runner's.
+The SDK sends the request through the guarded HTTP client (``runner.backends.http_client``:
+body limit, no key on a redirect elsewhere) and the answer's body is read by
+``runner.backends.wire``, field by field, not by the SDK's unchecked models.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import openai
 
+from runner.backends import wire
 from runner.backends.base import AsyncGenerator, GenRequest, GenResult
+from runner.backends.http_client import ResponseRefused, guarded_client
 from runner.backends.retry_after import retry_after_seconds
 from runner.credentials import api_key, check_base_url, public_url, scrub_logs
 from runner.errors import BackendFatal, PermanentAPIError, TransientAPIError
 from runner.prompts import folded_messages, messages_for
 from runner.redact import redact
 
+OPENAI_URL = "https://api.openai.com/v1"  # the SDK's own default, made explicit for the redirect rule
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 # The first o1 releases reject a system message outright.
 NO_SYSTEM_ROLE = ("o1-mini", "o1-preview")
@@ -45,11 +51,23 @@ def _message(e: openai.APIStatusError) -> str:
     body = e.body if isinstance(e.body, dict) else {}
     error = body.get("error")
     inner = error if isinstance(error, dict) else body
-    return str(inner.get("message") or e.message)
+    message = inner.get("message")
+    return wire.brief(message if isinstance(message, str) and message else str(e.message))
+
+
+def _refused(e: BaseException) -> ResponseRefused | None:
+    """The guarded client's refusal behind ``e``, if that is what stopped the request."""
+    for err in (e, e.__cause__, e.__context__):
+        if isinstance(err, ResponseRefused):
+            return err
+    return None
 
 
 def wrap_error(e: Exception, *, model: str, env: str, url: str) -> Exception | None:
     """The runner's typed error for an SDK exception, or None when it is not the SDK's."""
+    refused = _refused(e)
+    if refused is not None:  # the same body again would be refused again: not retried
+        return PermanentAPIError(str(refused))
     if isinstance(e, openai.APITimeoutError):
         return TransientAPIError("timeout", "the request timed out")
     if isinstance(e, openai.APIConnectionError):
@@ -143,13 +161,16 @@ class OpenAIBackend(AsyncGenerator):
         check_base_url(self.spec.base_url, self.spec.id)
         key = api_key(self.spec.api_key_env, model=self.spec.id)
         scrub_logs()
-        given = self.spec.base_url or os.environ.get("OPENAI_BASE_URL") or None  # as the SDK reads it
+        given = self.spec.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL  # as the SDK reads it
         base_url, query = _split_query(given)
+        assert base_url is not None
         # max_retries=0: retries live once, in the API runner, where they are counted.
         self.client = openai.AsyncOpenAI(
             api_key=key, base_url=base_url, default_query=query or None, max_retries=0,
-            timeout=self.spec.timeout)
-        self.url = public_url(given or str(self.client.base_url))  # also remembers its credentials
+            timeout=self.spec.timeout,
+            http_client=guarded_client(openai.DefaultAsyncHttpxClient, base_url,
+                                       self.spec.max_response_bytes))
+        self.url = public_url(given)  # also remembers its credentials
         return {
             "revision": self.spec.id,
             "hardware": {"api": self.url},
@@ -166,39 +187,14 @@ class OpenAIBackend(AsyncGenerator):
     async def agenerate(self, req: GenRequest) -> GenResult:
         assert self.client is not None, "load() first"
         try:
-            r = await self.client.chat.completions.create(
+            raw = await self.client.chat.completions.with_raw_response.create(
                 model=self.spec.id, messages=req.prompt, **self.params)
         except Exception as e:  # the one choke point for SDK errors
             typed = wrap_error(e, model=self.spec.id, env=self.spec.api_key_env, url=self.url)
             if typed is None:
                 raise
             raise typed from e
-        return self._result(r)
-
-    def _result(self, r: Any) -> GenResult:
-        try:
-            choice = r.choices[0]
-            message = choice.message
-            text = message.content
-            refusal = getattr(message, "refusal", None)
-            usage = r.usage
-        except (AttributeError, IndexError, TypeError) as e:
-            raise TransientAPIError("malformed", f"response without an answer ({type(e).__name__})") from e
-        extra: dict[str, Any] = {}
-        if getattr(r, "model", None):
-            extra["model_version"] = r.model
-        if text is None and refusal:
-            text, extra["refusal"] = refusal, True
-        details = getattr(usage, "completion_tokens_details", None) if usage else None
-        return GenResult(
-            text=text if text is not None else "",
-            finish_reason=choice.finish_reason,
-            input_tokens=usage.prompt_tokens if usage else None,
-            # completion_tokens already includes the reasoning tokens (billed as output).
-            output_tokens=usage.completion_tokens if usage else None,
-            reasoning_tokens=getattr(details, "reasoning_tokens", None),
-            extra=extra,
-        )
+        return answer(wire.parse(raw.content))
 
     async def aclose(self) -> None:
         if self.client is not None:
@@ -207,3 +203,39 @@ class OpenAIBackend(AsyncGenerator):
 
     def close(self) -> None:
         self.client = None
+
+
+def answer(doc: Any) -> GenResult:
+    """One chat completion's answer, read from its JSON (``runner.backends.wire``).
+
+    An answer with no text (``message`` empty, ``content`` null) is malformed unless the
+    server says why there is none (finish_reason length or content_filter, or a refusal): the
+    engine retries it and then records the error, never an empty success.
+    """
+    wire.get(doc, (), dict, "an object")
+    if not wire.get(doc, ("choices",), list, "an array"):
+        raise TransientAPIError("malformed", "choices: no answer in the response")
+    wire.get(doc, ("choices", 0), dict, "an object")
+    text = wire.text(doc, ("choices", 0, "message", "content"))
+    refusal = wire.text(doc, ("choices", 0, "message", "refusal"))
+    finish = wire.text(doc, ("choices", 0, "finish_reason"))
+    extra: dict[str, Any] = {}
+    model = wire.text(doc, ("model",))
+    if model:
+        extra["model_version"] = model
+    if text is None and refusal:
+        text, extra["refusal"] = refusal, True
+    if text is None:
+        if finish not in ("length", "content_filter"):
+            raise TransientAPIError("malformed", "choices[0].message.content: missing or null, an answer "
+                                                 "without text")
+        text = ""
+    return GenResult(
+        text=text,
+        finish_reason=finish,
+        input_tokens=wire.count(doc, ("usage", "prompt_tokens")),
+        # completion_tokens already includes the reasoning tokens (billed as output).
+        output_tokens=wire.count(doc, ("usage", "completion_tokens")),
+        reasoning_tokens=wire.count(doc, ("usage", "completion_tokens_details", "reasoning_tokens")),
+        extra=extra,
+    )

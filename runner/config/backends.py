@@ -134,6 +134,11 @@ class APIModel(ModelBase):
     prices: Prices | None = Field(
         None, description="Prices for the cost columns; default the plan's dated table (docs/kubernetes.md)."
     )
+    # None rather than the number, as for max_wait: run ids made before the key existed stay put.
+    max_response_bytes: int | None = Field(
+        None, ge=1024, le=2**31, description="Largest response body read, in bytes after "
+        "decompression (default 16 MiB); a larger one is an error for that question."
+    )
     api_key_env: str = Field(description="Environment variable holding the key.")
 
     @field_validator("api_key_env")

@@ -6,6 +6,8 @@ loop (``runner.engine.retries``) decides what to do with each failure; both cap 
 the model's ``max_wait``. Every result is handed to the recorder on one writer thread as soon
 as it arrives, so a slow object store never stalls the event loop and a killed run keeps every
 finished answer. Long waits are told to the progress line (``Progress.note``) while they last.
+What the server said is vetted first (``runner.engine.untrusted``: redacted, valid text,
+possible token counts), so nothing it sends can stop the model or be priced as it likes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from runner.config.backends import APIModel
 from runner.engine.ratelimit import DEFAULT_MAX_WAIT, Backoff, Throttle
 from runner.engine.recording import Progress, Recorder
 from runner.engine.retries import DEFAULT_POLICY, RetryPolicy, with_retries
+from runner.engine.untrusted import vet
 from runner.errors import BackendFatal, MedbenchError, TransientAPIError
 
 log = logging.getLogger("medbench.api")
@@ -199,6 +202,7 @@ class _Run:
 
         res, answered = await with_retries(once, timeout=self.spec.timeout, max_retries=self.spec.max_retries,
                                            policy=self.policy, rng=self.rng, on_failure=failed)
+        vet(res, req.prompt, self.max_new_tokens)
         if answered:
             throttle.on_success(epoch)
             used = (res.input_tokens or 0) + (res.output_tokens or 0)

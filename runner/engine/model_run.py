@@ -54,8 +54,11 @@ EMPTY_REASONS = {
               "tokens count against it); raise generation.max_new_tokens (now {limit})",
     "content_filter": "the provider's safety filter blocked the answer",
 }
+# Any other reason (an explicit empty text with "stop"): flagged, never a silent success.
+EMPTY_OTHER = "the answer came back as empty text"
 # Warnings rebuilt from the records at the end of every run; any other warning is carried over.
-_DERIVED = re.compile(r"^\d+ (answer\(s\) empty with finish_reason|question\(s\) longer than) ")
+_DERIVED = re.compile(r"^\d+ (answer\(s\) empty with finish_reason|question\(s\) longer than"
+                      r"|answer\(s\) held lone surrogates|answer\(s\) reported impossible token usage) ")
 
 
 def requests_for(task: ModelTask, questions: list[Question]) -> list[GenRequest]:
@@ -297,14 +300,26 @@ class ModelRun:
     def _derived_warnings(self, records: dict[int, ResponseRecord]) -> list[str]:
         out = []
         limit = self.task.generation.max_new_tokens
-        for reason, why in EMPTY_REASONS.items():
-            ids = [r.id for _, r in sorted(records.items())
-                   if r.error is None and r.response is not None and not r.response.strip()
-                   and r.finish_reason == reason]
+        ordered = [r for _, r in sorted(records.items()) if r.error is None]
+        empty = [r for r in ordered if r.response is not None and not r.response.strip()]
+        reasons = list(EMPTY_REASONS) + sorted({str(r.finish_reason) for r in empty} - set(EMPTY_REASONS))
+        for reason in reasons:
+            ids = [r.id for r in empty if str(r.finish_reason) == reason]
             if ids:
-                shown = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
+                why = EMPTY_REASONS.get(reason, EMPTY_OTHER)
                 out.append(f"{len(ids)} answer(s) empty with finish_reason '{reason}': "
-                           f"{why.format(limit=limit)}; questions {shown}")
+                           f"{why.format(limit=limit)}; questions {_shown(ids)}")
+        # Set by the API engine's vetting (runner.engine.untrusted).
+        replaced = [r.id for r in ordered if (r.model_extra or {}).get("surrogates_replaced")]
+        if replaced:
+            out.append(f"{len(replaced)} answer(s) held lone surrogates (text no file can hold), each "
+                       "replaced by U+FFFD; 'surrogates_replaced' in responses.jsonl says how many; "
+                       f"questions {_shown(replaced)}")
+        rejected = [r.id for r in ordered if (r.model_extra or {}).get("usage_rejected")]
+        if rejected:
+            out.append(f"{len(rejected)} answer(s) reported impossible token usage, recorded as unknown "
+                       "and left out of the usage and cost totals ('usage_rejected' in responses.jsonl "
+                       f"says why); questions {_shown(rejected)}")
         truncated = sum(1 for r in records.values() if r.truncated)
         if truncated:
             max_length = (self.manifest.embedding or {}).get("max_length") or \
@@ -312,6 +327,10 @@ class ModelRun:
             out.append(f"{truncated} question(s) longer than {max_length} tokens were truncated "
                        "(see 'truncated' in responses.jsonl)")
         return out
+
+
+def _shown(ids: list[str]) -> str:
+    return ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
 
 
 def _throughput(done: int, tokens: int, elapsed: float, busy: float) -> dict[str, Any]:

@@ -4,7 +4,8 @@
 ``?key=``), driven by the real ``google-genai`` SDK through ``HttpOptions(base_url=...)``.
 Faults are scripted as for the OpenAI fake; the error bodies are Google's
 (``{"error": {"code", "message", "status", "details"}}``), including ``RetryInfo`` on a 429
-and the ``QuotaFailure`` of an exhausted daily quota.
+and the ``QuotaFailure`` of an exhausted daily quota; the hostile faults (``Fault.raw``,
+``Fault.patch``, ``Fault.redirect``) as well.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _words(text: str) -> int:
 class FakeGemini(LoopbackServer):
     """Answers ``Answer to: <user text>``; ``thoughts`` adds that many thinking tokens."""
 
-    def __init__(self, *, key: str, latency=0.0, thoughts: int = 0):
+    def __init__(self, *, key: str | None, latency=0.0, thoughts: int = 0):
         super().__init__(key=key, latency=latency)
         self.thoughts = thoughts
 
@@ -58,7 +59,7 @@ class FakeGemini(LoopbackServer):
                           (body.get("systemInstruction") or {}).get("parts", []))
         fault = self.fault_for(json.dumps(body))
         if fault is not None:
-            answered = self._fault(fault)
+            answered = self.hostile(fault) or self._fault(fault)
             if answered is not None:
                 return answered
         config = body.get("generationConfig") or {}
@@ -80,8 +81,8 @@ class FakeGemini(LoopbackServer):
                 usage["thoughtsTokenCount"] = self.thoughts
             candidate = {"content": {"role": "model", "parts": [{"text": text}]},
                          "finishReason": finish, "index": 0}
-        return 200, {"candidates": [candidate], "usageMetadata": usage,
-                     "modelVersion": f"{model}-001", "responseId": f"r{len(self.requests)}"}, {}
+        return self.patched(fault, {"candidates": [candidate], "usageMetadata": usage,
+                                    "modelVersion": f"{model}-001", "responseId": f"r{len(self.requests)}"})
 
     def _fault(self, fault: Fault):
         if fault.kind == "status":

@@ -11,11 +11,18 @@ own question). ``LoopbackServer`` is shared with the Gemini fake.
         server.every(6, Fault.rate_limit(retry_after=1))   # requests 6, 12, 18... (arrival order)
         server.limit_in_flight(4, Fault.rate_limit(retry_after=1))  # a real concurrency limit
         ...  # base_url=server.url
+
+A hostile server is scripted the same way: ``Fault.raw`` sends any bytes with any headers,
+``Fault.patch`` changes fields of the normal answer (``content`` a number, ``usage`` negative,
+``model`` the caller's key), ``gzip=True`` sends either gzip-encoded, and ``Fault.redirect``
+sends the client elsewhere. ``key=None`` makes a server that takes any request (the other
+origin a redirect points at); ``Seen.headers`` says what each request carried.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip as gzip_module
 import json
 import random
 import threading
@@ -28,16 +35,62 @@ from urllib.parse import urlsplit
 
 from tests.fakes.loopback import serve, shut
 
+#: In a ``Fault.patch``: remove this key from the answer.
+DROP = object()
+
+
+def merged(body: Any, changes: Any) -> Any:
+    """``body`` with ``changes`` laid over it: dicts key by key, lists item by item, anything
+    else replaced; ``DROP`` removes a key."""
+    if isinstance(body, dict) and isinstance(changes, dict):
+        out = dict(body)
+        for k, v in changes.items():
+            if v is DROP:
+                out.pop(k, None)
+            else:
+                out[k] = merged(body.get(k), v)
+        return out
+    if isinstance(body, list) and isinstance(changes, list):
+        head = [merged(body[i] if i < len(body) else None, c) for i, c in enumerate(changes)]
+        return head + body[len(changes):]
+    return changes
+
+
+def wire_bytes(body: Any) -> bytes:
+    """What goes on the wire: bytes as given, text as UTF-8, anything else as JSON (where a lone
+    surrogate travels as the escape ``\\ud800``, as a real server's encoder writes it)."""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return json.dumps(body).encode("ascii")
+
 
 @dataclass
 class Fault:
     """One scripted misbehaviour, consumed by the request it answers."""
 
-    kind: str  # "status" | "hang" | "malformed" | "empty_length" | "quota" | "drop"
+    kind: str  # "status" | "hang" | "malformed" | "empty_length" | "quota" | "raw" | "patch" | "redirect"
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    gzip: bool = False
+
+    @classmethod
+    def raw(cls, body: Any, status: int = 200, *, gzip: bool = False, **headers: str) -> Fault:
+        """Exactly this body (bytes, text, or JSON) and these headers; ``gzip`` encodes it."""
+        return cls("raw", status=status, body=body, headers=dict(headers), gzip=gzip)
+
+    @classmethod
+    def patch(cls, changes: dict, *, gzip: bool = False) -> Fault:
+        """The normal answer with ``changes`` merged into its JSON (see :func:`merged`)."""
+        return cls("patch", body=changes, gzip=gzip)
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 307) -> Fault:
+        """Send the client to ``location`` (a 307 keeps the method and the body)."""
+        return cls("redirect", status=status, headers={"Location": location})
 
     @classmethod
     def status_code(cls, code: int, body: Any = None, **headers: str) -> Fault:
@@ -79,18 +132,20 @@ class Fault:
 
 @dataclass
 class Seen:
-    """A request as the server received it (credentials stripped)."""
+    """A request as the server received it; ``headers`` as sent, credentials included, so a
+    test can check where a key went."""
 
     path: str
     body: Any
     at: float
     key_ok: bool
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class LoopbackServer:
     """ThreadingHTTPServer in a background thread; subclasses implement ``respond``."""
 
-    def __init__(self, *, key: str, latency: float | tuple[float, float] = 0.0):
+    def __init__(self, *, key: str | None, latency: float | tuple[float, float] = 0.0):
         self.key = key
         self.latency = latency
         self.requests: list[Seen] = []
@@ -214,9 +269,9 @@ class LoopbackServer:
         return self.latency
 
     def _handle(self, h: BaseHTTPRequestHandler, body: Any) -> None:
-        key_ok = self.key_matches(h)
+        key_ok = self.key is None or self.key_matches(h)
         with self._lock:
-            self.requests.append(Seen(h.path, body, time.monotonic(), key_ok))
+            self.requests.append(Seen(h.path, body, time.monotonic(), key_ok, dict(h.headers.items())))
             limit = self._max_in_flight
             # A refused request takes no capacity: only the ones being answered count.
             over = limit is not None and self._in_flight >= limit[0]
@@ -229,7 +284,7 @@ class LoopbackServer:
         finally:
             with self._lock:
                 self._in_flight -= not over
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        data = wire_bytes(payload)
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(data)))
@@ -243,6 +298,29 @@ class LoopbackServer:
 
     def respond(self, path: str, body: Any, key_ok: bool) -> tuple[int, Any, dict[str, str]]:
         raise TypeError("subclass must implement respond")
+
+    @staticmethod
+    def hostile(fault: Fault) -> tuple[int, Any, dict[str, str]] | None:
+        """The answer to a raw or redirect fault, the same in every wire format."""
+        if fault.kind == "raw":
+            return fault.status, *encoded(fault.body, fault.gzip, fault.headers)
+        if fault.kind == "redirect":
+            return fault.status, b"", fault.headers
+        return None
+
+    @staticmethod
+    def patched(fault: Fault | None, answer: dict) -> tuple[int, Any, dict[str, str]]:
+        """The normal answer, with a patch fault's changes merged in."""
+        if fault is None or fault.kind != "patch":
+            return 200, answer, {}
+        return 200, *encoded(merged(answer, fault.body), fault.gzip, {})
+
+
+def encoded(body: Any, gzip: bool, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    data = wire_bytes(body)
+    if not gzip:
+        return data, headers
+    return gzip_module.compress(data, compresslevel=9), {**headers, "Content-Encoding": "gzip"}
 
 
 def _words(text: str) -> int:
@@ -280,7 +358,7 @@ class FakeOpenAI(LoopbackServer):
         user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
         fault = self.fault_for(json.dumps(messages))
         if fault is not None:
-            answered = self._fault(fault)
+            answered = self.hostile(fault) or self._fault(fault)
             if answered is not None:
                 return answered
         model = body.get("model", "")
@@ -296,7 +374,7 @@ class FakeOpenAI(LoopbackServer):
             text = " ".join(words[:limit])
             thinking = 7 if reasoning else 0
             completion = _words(text) + thinking
-        return 200, {
+        return self.patched(fault, {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -314,7 +392,7 @@ class FakeOpenAI(LoopbackServer):
                 "completion_tokens_details": {"reasoning_tokens": thinking},
             },
             "system_fingerprint": "fp_fake",
-        }, {}
+        })
 
     def _fault(self, fault: Fault):
         if fault.kind == "status":
