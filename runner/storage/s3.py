@@ -14,14 +14,21 @@ Settings, all optional:
   endpoint is set (MinIO and most Ceph set-ups need it), ``auto`` for AWS;
 - ``MEDBENCH_S3_RETRY_MODE`` (``standard`` or ``adaptive``) and ``MEDBENCH_S3_MAX_ATTEMPTS``
   (default 8): back-off with jitter on throttling (SlowDown, 503) and 5xx.
+
+botocore's retries end when a response's headers arrive: a body cut mid-way (IncompleteRead)
+or stalled is read afterwards, outside them. ``_get`` retries those reads itself, with the same
+attempts and a back-off like botocore's, so a dropped connection is ridden out on every read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
+import random
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,13 +42,17 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 
 from runner.errors import StorageError, StorageNotFound, StorageURLError
 from runner.storage.base import Storage, temp_beside
+
+log = logging.getLogger("medbench.storage")
 
 MiB = 1024 * 1024
 
@@ -51,6 +62,11 @@ _DENIED = {
     "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
 }
 _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+# A response body that stopped coming: the connection was cut (urllib3's IncompleteRead, seen
+# as ResponseStreamingError or botocore's own length check) or stalled past the read timeout.
+_CUT_BODY = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError)
+# Back-off between reads of a cut body: full jitter, as botocore's standard mode.
+_BACKOFF_BASE, _BACKOFF_CAP = 0.5, 20.0
 
 CREDENTIALS_HINT = (
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment or in .env "
@@ -117,6 +133,7 @@ class S3Storage(Storage):
         if mode not in ("standard", "adaptive"):
             raise StorageError(f"MEDBENCH_S3_RETRY_MODE={mode!r}: expected standard or adaptive")
         attempts = max_attempts or _env_int("MEDBENCH_S3_MAX_ATTEMPTS", 8)
+        self.max_attempts = attempts
         self.multipart_chunksize = multipart_chunksize
         config = Config(
             region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -206,9 +223,25 @@ class S3Storage(Storage):
                 self._client.put_object(Bucket=self.bucket, Key=full, Body=data)
 
     def read_bytes(self, key: str) -> bytes:
-        full = self._key(key)
-        with self._errors("GetObject", full):
-            return self._client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
+        return self._get(self._key(key))[0]
+
+    def _get(self, full: str) -> tuple[bytes, dict]:
+        """GetObject with its whole body (and the response's other fields), the body's read
+        retried when the connection is cut mid-way."""
+        attempt = 1
+        while True:
+            with self._errors("GetObject", full):
+                obj = self._client.get_object(Bucket=self.bucket, Key=full)
+                try:
+                    return obj["Body"].read(), obj
+                except _CUT_BODY as e:
+                    obj["Body"].close()
+                    if attempt >= self.max_attempts:
+                        raise StorageError(f"S3 GetObject s3://{self.bucket}/{full} failed after "
+                                           f"{attempt} attempts: the body was cut short: {e}") from e
+                    log.debug("GetObject %s: body cut short (%s); reading it again", full, e)
+            time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))))
+            attempt += 1
 
     def exists(self, key: str) -> bool:
         try:
@@ -281,10 +314,7 @@ class S3Storage(Storage):
     # race there (docs/storage.md, "Leases").
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
-        full = self._key(key)
-        with self._errors("GetObject", full):
-            obj = self._client.get_object(Bucket=self.bucket, Key=full)
-            data = obj["Body"].read()
+        data, obj = self._get(self._key(key))
         return data, _etag(obj.get("ETag")) or ""
 
     def create_new(self, key: str, data: bytes) -> str | None:
