@@ -51,6 +51,8 @@ from botocore.exceptions import (
 
 from runner.errors import StorageError, StorageNotFound, StorageURLError
 from runner.storage.base import Storage, temp_beside
+from runner.storage.etag import matches as etag_matches
+from runner.storage.etag import parts_count, parts_etag
 
 log = logging.getLogger("medbench.storage")
 
@@ -67,6 +69,8 @@ _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, 
 _CUT_BODY = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError)
 # Back-off between reads of a cut body: full jitter, as botocore's standard mode.
 _BACKOFF_BASE, _BACKOFF_CAP = 0.5, 20.0
+# Downloads of one file that differs from its listing before collect gives up on it.
+_DOWNLOADS = 3
 
 CREDENTIALS_HINT = (
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment or in .env "
@@ -290,18 +294,63 @@ class S3Storage(Storage):
         with self._errors("upload", full):
             self._client.upload_file(str(path), self.bucket, full, Config=self._transfer)
 
-    def download_file(self, key: str, path: Path) -> None:
-        """Into a temporary file beside ``path``, then renamed: never a half-written file."""
+    def download_file(self, key: str, path: Path, *,
+                      size: int | None = None, etag: str | None = None) -> None:
+        """Into a temporary file beside ``path``, then renamed: never a half-written file.
+
+        Given the listing's ``size`` and ``etag``, the download is checked against them before
+        the rename (see ``_mismatch``) and fetched again when it differs; one that still
+        differs after ``_DOWNLOADS`` tries is a ``StorageError``, with nothing written at ``path``.
+        """
         full = self._key(key)
         path = Path(path)
-        fd, tmp = temp_beside(path)  # the umask's mode, not mkstemp's 0600
-        os.close(fd)
-        try:
-            with self._errors("download", full):
-                self._client.download_file(self.bucket, full, str(tmp), Config=self._transfer)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        problem = ""
+        for attempt in range(1, _DOWNLOADS + 1):
+            fd, tmp = temp_beside(path)  # the umask's mode, not mkstemp's 0600
+            os.close(fd)
+            try:
+                with self._errors("download", full):
+                    self._client.download_file(self.bucket, full, str(tmp), Config=self._transfer)
+                problem = self._mismatch(full, tmp, size, etag) if size is not None else ""
+                if not problem:
+                    os.replace(tmp, path)
+                    return
+            finally:
+                tmp.unlink(missing_ok=True)
+            log.warning("s3://%s/%s: the download %s; fetching it again", self.bucket, full, problem)
+            time.sleep(random.uniform(0, _BACKOFF_BASE * 2 ** (attempt - 1)))
+            # A run still going may have rewritten the key since it was listed: check against
+            # what the store holds now.
+            size, etag = self.size_and_etag(key)
+        raise StorageError(f"s3://{self.bucket}/{full}: the download {problem}, {_DOWNLOADS} times; "
+                           f"{path} was left as it was; collect again")
+
+    def _mismatch(self, full: str, tmp: Path, size: int, etag: str | None) -> str:
+        """How the downloaded ``tmp`` differs from the listing's ``size`` and ``etag``; "" when
+        it does not.
+
+        The size always counts. A plain ETag is the MD5 of the body; a multipart one
+        (``...-N``) is checked for the likely part sizes, then, if none fits, for the exact
+        sizes the store gives part by part. An object encrypted with SSE-KMS or SSE-C has an
+        ETag that is no MD5: its size is all there is to check.
+        """
+        got = tmp.stat().st_size
+        if got != size:
+            return f"holds {got} bytes where the listing says {size}"
+        if etag is None or etag_matches(tmp, etag, ours=self.multipart_chunksize):
+            return ""
+        with self._errors("HeadObject", full):
+            head = self._client.head_object(Bucket=self.bucket, Key=full)
+        if head.get("ServerSideEncryption") == "aws:kms" or head.get("SSECustomerAlgorithm"):
+            return ""
+        count = parts_count(etag)
+        if count:
+            with self._errors("HeadObject", full):
+                parts = [self._client.head_object(Bucket=self.bucket, Key=full, PartNumber=n)["ContentLength"]
+                         for n in range(1, count + 1)]
+            if sum(parts) == size and parts_etag(tmp, parts) == etag:
+                return ""
+        return f"does not match the listing (its MD5 differs from the ETag {etag})"
 
     def size_and_etag(self, key: str) -> tuple[int, str | None]:
         head = self._head(key)
