@@ -51,6 +51,7 @@ from botocore.exceptions import (
 
 from runner.errors import StorageError, StorageNotFound, StorageURLError
 from runner.storage.base import Storage, temp_beside
+from runner.storage.endpoint import endpoint_problem
 from runner.storage.etag import matches as etag_matches
 from runner.storage.etag import parts_count, parts_etag
 
@@ -129,6 +130,10 @@ class S3Storage(Storage):
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.endpoint_url = resolve_endpoint(endpoint_url)
+        problem = self.endpoint_url and endpoint_problem(self.endpoint_url)
+        if problem:
+            raise StorageURLError(f"the S3 endpoint (--endpoint, cluster.s3_endpoint, AWS_ENDPOINT_URL_S3 or "
+                                  f"AWS_ENDPOINT_URL) {problem}")
         addressing = addressing_style or os.environ.get("MEDBENCH_S3_ADDRESSING") or (
             "path" if self.endpoint_url else "auto")
         if addressing not in ("path", "virtual", "auto"):

@@ -17,8 +17,8 @@ requests byte for byte and, when told to, answers instead with what a struggling
                                            an object's GET answered with its headers (ETag and
                                            length intact) and a body with one byte changed
 
-Body faults touch object GETs only, never listings. Tests read the bucket directly from moto (``s3.client``) so their checks never go through
-the faults they inject.
+Body faults touch object GETs only, never listings. Tests read the bucket directly from moto
+(``s3.client``) so their checks never go through the faults they inject.
 """
 
 from __future__ import annotations
@@ -257,7 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
             conn.request(self.command, self.path, body=body or None, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
-            damage = proxy._take_body_fault(self.command, self.path) if resp.status in (200, 206) and data else None
+            damage = (proxy._take_body_fault(self.command, self.path)
+                      if resp.status in (200, 206) and data else None)
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
                 if k.lower() in _HOP_BY_HOP or (k.lower() == "content-length" and self.command != "HEAD"):
