@@ -50,6 +50,7 @@ from botocore.exceptions import (
 )
 
 from runner.errors import StorageError, StorageNotFound, StorageURLError
+from runner.redact import remember
 from runner.storage.base import Storage, temp_beside
 from runner.storage.endpoint import endpoint_problem
 from runner.storage.etag import matches as etag_matches
@@ -157,7 +158,9 @@ class S3Storage(Storage):
             max_pool_connections=32,
         )
         # A session of our own: the default session is shared and not safe across threads.
-        self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config)
+        session = boto3.session.Session()
+        _remember_credentials(session)
+        self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,
@@ -410,6 +413,20 @@ _NOT_SUPPORTED = {"NotImplemented", "501"}
 
 class _Unconditional(Exception):
     """This store does not do conditional writes."""
+
+
+def _remember_credentials(session: boto3.session.Session) -> None:
+    """The secret key and session token this client signs with, for ``runner.redact`` to scrub
+    from any text (botocore's debug log prints the token in every request's headers)."""
+    try:
+        credentials = session.get_credentials()
+    except BotoCoreError:  # a broken profile: the first request reports it
+        return
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        for secret in (frozen.secret_key, frozen.token):
+            if secret:
+                remember(secret)
 
 
 def _code(e: ClientError) -> str:
