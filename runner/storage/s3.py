@@ -308,7 +308,7 @@ class S3Storage(Storage):
 
         Given the listing's ``size`` and ``etag``, the download is checked against them before
         the rename (see ``_mismatch``) and fetched again when it differs; one that still
-        differs after ``_DOWNLOADS`` tries is a ``StorageError``, with nothing written at ``path``.
+        differs after ``_DOWNLOADS`` tries is a ``StorageError``, ``path`` left as it was.
         """
         full = self._key(key)
         path = Path(path)
@@ -325,6 +325,8 @@ class S3Storage(Storage):
                     return
             finally:
                 tmp.unlink(missing_ok=True)
+            if attempt == _DOWNLOADS:
+                break
             log.warning("s3://%s/%s: the download %s; fetching it again", self.bucket, full, problem)
             time.sleep(random.uniform(0, _BACKOFF_BASE * 2 ** (attempt - 1)))
             # A run still going may have rewritten the key since it was listed: check against
