@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from launcher import commands
+from runner.credentials import scrub_logs
 from runner.errors import MedbenchError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # With -v, botocore logs every request's headers (the session token, the signature) and
+    # HTTP libraries every URL: all of it passes the redaction on its way out.
+    scrub_logs()
     load_env()
     try:
         return int(args.func(args) or 0)

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from runner.errors import BackendUnavailable, ConfigError
-from runner.redact import MASK, redact, remember
+from runner.redact import MASK, redact, redact_headers, remember
 
 # MASK stands where a credential was taken out of a URL: the same mark ``redact`` leaves.
 
@@ -118,7 +118,7 @@ class RedactSecrets(logging.Filter):
             message = record.getMessage()
         except (TypeError, ValueError):  # arguments that do not fit: logging reports that itself
             return True
-        clean = redact(message)
+        clean = redact_headers(redact(message))
         if clean != message:
             record.msg, record.args = clean, None
         return True

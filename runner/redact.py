@@ -100,3 +100,28 @@ def redact(text: str) -> str:
         for start, end in reversed(spans):
             text = text[:start] + MASK + text[end:]
     return text
+
+
+# HTTP headers that carry a credential, as an HTTP library's debug log shows them: botocore's
+# request repr (``'Authorization': b'AWS4-HMAC-SHA256 Credential=..., Signature=...'``), its
+# canonical request (``x-amz-security-token:...``), or a raw header line. Their values are
+# masked whether or not the credential was remembered: a signature or a refreshed session token
+# never was.
+_HEADER = re.compile(
+    r"(?i)(\b(?:proxy-)?authorization|\bx-amz-security-token|\bx-amz-server-side-encryption-customer-key"
+    r"|\bx-api-key|\bx-goog-api-key)(['\"]?:[ \t]*)(b?'[^'\n]*'|b?\"[^\"\n]*\"|[^\r\n]*)")
+# botocore.auth's own debug line: "Signature:\n<64 hex digits>".
+_SIGNATURE = re.compile(r"(Signature:\s*)[0-9a-f]{64}")
+
+
+def redact_headers(text: str) -> str:
+    """``text`` with the values of credential-bearing HTTP headers replaced by ``***``."""
+    text = _HEADER.sub(_mask_header, text)
+    return _SIGNATURE.sub(lambda m: m.group(1) + MASK, text)
+
+
+def _mask_header(m: re.Match[str]) -> str:
+    value = m.group(3)
+    quote = value[:2] if value.startswith("b") and value[1:2] in ("'", '"') else value[:1]
+    masked = f"{quote}{MASK}{quote[-1]}" if quote and quote[-1] in "'\"" else MASK
+    return f"{m.group(1)}{m.group(2)}{masked}"

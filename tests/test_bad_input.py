@@ -245,10 +245,10 @@ def the_rest_is_collected(project: Path) -> None:
     assert len((run / "echo-a" / "responses.jsonl").read_text().splitlines()) == 2
 
 
-def the_folder_wins(project: Path) -> None:
-    """A disk cannot hold both echo-a/1.txt and echo-a/1.txt/notes: the folder is kept."""
+def the_answer_wins(project: Path) -> None:
+    """A disk cannot hold both echo-a/1.txt and echo-a/1.txt/notes: the run's answer is kept."""
     (run,) = (project / "col").iterdir()
-    assert (run / "echo-a" / "1.txt" / "notes").is_file() and (run / "echo-a" / "2.txt").is_file()
+    assert (run / "echo-a" / "1.txt").is_file() and (run / "echo-a" / "2.txt").is_file()
 
 
 def staged_questions_not_utf8(ctx: Ctx) -> list[str]:
@@ -360,7 +360,7 @@ CASES = [
     Case("bucket-key-climbs-out", bucket_key_climbing_out, 0, "/../../escaped.txt': it has no safe place",
          writes=("col",), then=the_rest_is_collected),
     Case("bucket-key-is-file-and-folder", bucket_key_file_and_folder, 0, "echo-a/1.txt'", writes=("col",),
-         then=the_folder_wins),
+         then=the_answer_wins),
     Case("bucket-run-json-garbage", bucket_run_json(b"<html>502 Bad Gateway</html>"), 2,
          "not a valid run description"),
     Case("bucket-run-json-from-the-future",

@@ -13,9 +13,10 @@ import os
 
 import pytest
 
-from launcher.commands.collect import collect_run, multipart_etag
+from launcher.commands.collect import collect_run
 from runner.main import main as runner_main
 from runner.storage import open_storage
+from runner.storage.etag import multipart_etag
 from runner.storage.s3 import S3Storage
 from tests.conftest import run_cli, write
 from tests.fakes.s3 import moto_endpoint_fixture, s3_fixture  # noqa: F401 - fixtures

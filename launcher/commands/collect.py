@@ -7,14 +7,19 @@ tool's compare snippet, ``launcher report`` and a later local resume all work on
 Idempotent: a file already present with the same size and content (the S3 ETag is the MD5 of
 a single-part upload; multipart tags are recomputed from the part size) is skipped, so running
 collect again fetches only what changed. Local files that are not in storage are never touched.
-A model whose responses.jsonl is missing or disagrees with its records (two shards that
-finished together, a pod killed at the very end) gets it rebuilt locally from its records.
+Each download is checked against the listing (``S3Storage.download_file``) before it replaces
+anything. A model whose responses.jsonl is missing or disagrees with its records (two shards
+that finished together, a pod killed at the very end) gets it rebuilt locally from its records,
+unless the rebuilt file would hold fewer answers than storage does.
+
+A key that cannot land as it is (outside DEST, a name too long for the disk, a file and a
+folder by one name) is left out with one warning line; it never costs the run's own files.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +31,20 @@ from rich.text import Text
 from launcher.commands.status import add_source_arguments, check_run_id, source_url
 from launcher.runstate import run_config
 from runner.artefacts import jsonl
-from runner.artefacts.keys import Keys, record_index
+from runner.artefacts.keys import Keys, is_layout_file, record_index
 from runner.artefacts.records import RunInfo
-from runner.artefacts.stored import derived_files_agree, finalize_model, load_staged_questions, read_run_info
+from runner.artefacts.stored import (
+    derived_files_agree,
+    finalize_model,
+    load_staged_questions,
+    read_run_info,
+)
+from runner.config import RunConfig
 from runner.errors import InputError, StorageError
 from runner.plan import plan_from_run
 from runner.storage import LocalStorage, Storage, open_storage
+from runner.storage.etag import file_md5
+from runner.storage.etag import matches as etag_matches
 
 DEFAULT_DEST = "results"
 DEFAULT_WORKERS = 8
@@ -58,7 +71,8 @@ class CollectResult:
     bytes: int = 0
     assembled: list[str] = field(default_factory=list)  # models whose responses.jsonl we built
     incomplete: list[str] = field(default_factory=list)  # models with answers still missing
-    unsafe: list[str] = field(default_factory=list)  # keys with no safe place under dest: left out
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (key, why) of keys not collected
+    not_rebuilt: list[tuple[str, str]] = field(default_factory=list)  # (model, why): derived files kept
 
 
 def inventory(storage: Storage, prefix: str) -> Inventory:
@@ -72,73 +86,83 @@ def inventory(storage: Storage, prefix: str) -> Inventory:
     return {k: storage.size_and_etag(k) for k in storage.list(prefix)}
 
 
-def multipart_etag(data: bytes, part_size: int) -> str:
-    """S3's tag for a multipart upload: MD5 of the parts' MD5s, then ``-<parts>``."""
-    parts = [data[i:i + part_size] for i in range(0, len(data), part_size)] or [b""]
-    digests = b"".join(hashlib.md5(p).digest() for p in parts)
-    return f"{hashlib.md5(digests).hexdigest()}-{len(parts)}"
-
-
 def unchanged(source: Storage, key: str, local: Path, size: int, etag: str | None) -> bool:
     """True when ``local`` already holds exactly what ``key`` holds."""
     if not local.is_file() or local.stat().st_size != size:
         return False
     if etag is None:
         if isinstance(source, LocalStorage):
-            return _file_md5(source.root / key) == _file_md5(local)
+            return file_md5(source.root / key) == file_md5(local)
         return False
-    if "-" not in etag:
-        return _file_md5(local) == etag
-    count = etag.rsplit("-", 1)[1]
-    if not count.isdigit() or int(count) < 1:
-        return False
-    # Our own uploads use the store's chunk size; other tools mostly use 8 or 5 MiB parts, or
-    # the smallest whole number of MiB that gives that many parts.
-    mib = 1024 * 1024
-    even = -(-size // int(count))
-    candidates = {getattr(source, "multipart_chunksize", 8 * mib), 8 * mib, 5 * mib, -(-even // mib) * mib}
-    data = local.read_bytes()
-    return any(multipart_etag(data, s) == etag for s in candidates if s > 0)
+    return etag_matches(local, etag, ours=getattr(source, "multipart_chunksize", 8 * 1024 * 1024))
 
 
-def _file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1024 * 1024), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _name_limits(dest_root: Path) -> tuple[int, int]:
+    """The longest file name and path, in bytes, the disk under ``dest_root`` takes."""
+    probe = dest_root.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    limits = []
+    for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(os.pathconf(probe, name))
+        except (OSError, ValueError, AttributeError):  # not POSIX, or not known for this disk
+            limits.append(default)
+    return limits[0], limits[1]
 
 
-def _local_path(dest_root: Path, key: str) -> Path | None:
-    """Where ``key`` lands under ``dest_root``; None for a key with no safe place there."""
+def _local_path(dest_root: Path, key: str, limits: tuple[int, int]) -> Path | str:
+    """Where ``key`` lands under ``dest_root``, or why it cannot land there."""
     parts = [p for p in key.split("/") if p]
     if not parts or any(p in ("..", ".") for p in parts) or "\\" in key or "\x00" in key:
-        return None
-    return dest_root.joinpath(*parts)
+        return f"it has no safe place under {dest_root}"
+    name_max, path_max = limits
+    for part in parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            return f"a name in it is {size} bytes long; a file name on {dest_root} may have {name_max} bytes"
+    local = dest_root.joinpath(*parts)
+    size = len(os.fsencode(local.absolute()))
+    if size >= path_max:
+        return f"its path would be {size} bytes long; a path on {dest_root} may have {path_max - 1} bytes"
+    return local
 
 
-def _layout(dest_root: Path, items: Inventory, run_id: str) -> tuple[dict[str, Path], list[str]]:
-    """Each key's local path, and the keys left out: those that would land outside
-    ``dest_root`` (``..``), a key that is also another key's folder (a store allows both
-    ``a`` and ``a/b``; a disk does not: the folder wins), and the run's leases (who was
-    running it, not results)."""
+def _layout(dest_root: Path, items: Inventory, run_id: str,
+            model_dirs: Collection[str]) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """Each key's local path, and the keys left out with why: those with no safe place under
+    ``dest_root`` (``..``, a name too long for the disk), and the run's leases (who was running
+    it, not results), silently.
+
+    A store holds ``a`` and ``a/b`` side by side; a disk cannot hold a file and a folder by one
+    name. The run's own layout decides which is good: a key the layout writes as a file (a
+    record, an answer, a manifest) is kept and whatever lies below it left out; any other file
+    in the way of a folder is left out, and the folder kept.
+    """
     leases = Keys(run_id).leases
+    limits = _name_limits(dest_root)
     paths: dict[str, Path] = {}
-    unsafe: list[str] = []
+    left_out: list[tuple[str, str]] = []
     for key in items:
         if key.startswith(leases):
             continue
-        local = _local_path(dest_root, key)
-        if local is None:
-            unsafe.append(key)
+        local = _local_path(dest_root, key, limits)
+        if isinstance(local, str):
+            left_out.append((key, local))
         else:
             paths[key] = local
+    owners = {local: key for key, local in paths.items() if is_layout_file(key, run_id, model_dirs)}
+    for key, local in list(paths.items()):
+        owner = next((owners[p] for p in local.parents if p in owners), None)
+        if owner is not None:
+            left_out.append((key, f"it lies below {owner!r}, a file of the run"))
+            del paths[key]
     folders = {parent for local in paths.values() for parent in local.parents}
     for key, local in list(paths.items()):
         if local in folders:
-            unsafe.append(key)
+            left_out.append((key, "a file where the run has a folder"))
             del paths[key]
-    return paths, sorted(unsafe)
+    return paths, sorted(left_out)
 
 
 def _check_destination(dest_root: Path, paths: list[Path]) -> None:
@@ -165,25 +189,26 @@ def collect_run(source: Storage, run_id: str, dest_root: Path, *, workers: int =
                 on_start: Callable[[int, int], None] | None = None) -> CollectResult:
     """Bring ``run_id`` from ``source`` into ``dest_root/run_id``; see the module docstring."""
     info = read_run_info(source, run_id)  # InputError when there is no such run
+    cfg = run_config(info, f"{source.url}/{Keys(run_id).run_json}")
     result = CollectResult(dest=dest_root / run_id)
     same_place = isinstance(source, LocalStorage) and source.root.resolve() == dest_root.resolve()
-    items = {} if same_place else inventory(source, run_id)
-    paths, result.unsafe = _layout(dest_root, items, run_id)
+    listed = {} if same_place else inventory(source, run_id)
+    paths, result.left_out = _layout(dest_root, listed, run_id, {m.model_dir for m in cfg.models})
     _check_destination(dest_root, list(paths.values()))
-    items = {k: v for k, v in items.items() if k in paths}
+    items = {k: v for k, v in listed.items() if k in paths}
     todo = []
     for key, (size, etag) in sorted(items.items()):
         local = paths[key]
         if unchanged(source, key, local, size, etag):
             result.skipped.append(key)
         else:
-            todo.append((key, local, size))
+            todo.append((key, local, size, etag))
     if on_start:
-        on_start(len(todo), sum(size for _k, _l, size in todo))
+        on_start(len(todo), sum(size for _k, _l, size, _e in todo))
     if todo:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="collect") as pool:
-            futures = {pool.submit(source.download_file, key, local): (key, size)
-                       for key, local, size in todo}
+            futures = {pool.submit(source.download_file, key, local, size=size, etag=etag): (key, size)
+                       for key, local, size, etag in todo}
             try:
                 for fut in as_completed(futures):
                     fut.result()
@@ -196,7 +221,10 @@ def collect_run(source: Storage, run_id: str, dest_root: Path, *, workers: int =
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     result.downloaded.sort()
-    _assemble_missing_responses(source if same_place else None, items, dest_root, run_id, info, result)
+    target = source if same_place else LocalStorage(dest_root)
+    present = set(target.list(run_id)) if same_place else set(items)
+    stored = present if same_place else set(listed)
+    _assemble_missing_responses(target, present, stored, run_id, info, cfg, result)
     return result
 
 
@@ -210,21 +238,28 @@ def _responses_indices(storage: Storage, key: str) -> set[int]:
             if isinstance(obj, dict) and isinstance(obj.get("index"), int)}
 
 
-def _assemble_missing_responses(in_place: Storage | None, items: Inventory, dest_root: Path,
-                                run_id: str, info: RunInfo, result: CollectResult) -> None:
-    """Rebuild each model's derived files locally where they are missing or disagree with its
-    records (two shards that finished together, a pod killed at the very end)."""
-    local = in_place or LocalStorage(dest_root)
-    present = set(local.list(run_id)) if in_place else set(items)
-    cfg = run_config(info, f"{local.url}/{Keys(run_id).run_json}")
+def _record_indices(keys: Keys, listing: set[str]) -> set[int]:
+    return {i for k in listing if k.startswith(keys.records) and (i := record_index(k)) is not None}
+
+
+def _assemble_missing_responses(local: Storage, present: set[str], stored: set[str], run_id: str,
+                                info: RunInfo, cfg: RunConfig, result: CollectResult) -> None:
+    """Rebuild each model's derived files in ``local`` where they are missing or disagree with
+    its records (two shards that finished together, a pod killed at the very end).
+
+    ``present`` is what was collected, ``stored`` what storage holds. A rebuild that would hold
+    fewer answers than storage (a record that could not be collected, or a responses.jsonl that
+    is the last copy of an answer whose record is gone) is not made: what was collected stays.
+    """
     plan = None
     for model in cfg.models:
         spec_dir = model.model_dir
         keys = Keys(run_id, spec_dir)
-        records = {i for k in present if k.startswith(keys.records) and (i := record_index(k)) is not None}
+        records = _record_indices(keys, present)
         if not records:
             continue
-        if keys.responses in present and _responses_indices(local, keys.responses) == records:
+        responses = _responses_indices(local, keys.responses) if keys.responses in present else set()
+        if keys.responses in present and responses == records:
             if model.shards == 1:
                 continue
             # Sharded: the merged manifest may still be stale (it said "running" while the
@@ -236,6 +271,13 @@ def _assemble_missing_responses(in_place: Storage | None, items: Inventory, dest
             result.incomplete.append(spec_dir)
             if keys.responses not in present:
                 continue
+        lost = sorted((_record_indices(keys, stored) | responses) - records)
+        if lost:
+            shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")
+            why = ("responses.jsonl kept as stored, not rebuilt from the records: it would lose "
+                   if keys.responses in present else "responses.jsonl not assembled: it would lack ")
+            result.not_rebuilt.append((spec_dir, f"{why}question(s) {shown}"))
+            continue
         plan = plan or plan_from_run(info, load_staged_questions(local, run_id))
         finalize_model(local, plan, plan.task(spec_dir))
         result.assembled.append(spec_dir)
@@ -265,8 +307,10 @@ def cmd_collect(args) -> int:
         markup=False, highlight=False,
     )
     warn = Console(stderr=True, highlight=False, soft_wrap=True)
-    for key in result.unsafe:
-        warn.print(Text(f"warning: left out {key!r}: it has no safe place under {dest_root}"))
+    for key, why in result.left_out:
+        warn.print(Text(f"warning: left out {key!r}: {why}"))
+    for name, why in result.not_rebuilt:
+        warn.print(Text(f"warning: {name}: {why}"))
     for name in result.assembled:
         console.print(f"{name}: assembled responses.jsonl from its records", markup=False, highlight=False)
     for name in result.incomplete:

@@ -15,6 +15,8 @@ Keys are relative POSIX paths under the storage root (a folder or ``s3://bucket/
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 RUN_JSON = "run.json"
@@ -112,3 +114,31 @@ def record_index(key: str) -> int | None:
         return int(name[:-5])
     except ValueError:
         return None
+
+
+_ANSWER = re.compile(r"^[0-9]+\.txt$")
+_SHARD_FILE = re.compile(r"^[0-9]+\.(json|log)$")
+_MODEL_FILES = frozenset({RESPONSES, MANIFEST, RUNNER_LOG, EMBEDDINGS_FILE})
+
+
+def is_layout_file(key: str, run_id: str, model_dirs: Collection[str]) -> bool:
+    """True for a key that the layout above writes as a file in run ``run_id``, whose models
+    are ``model_dirs``: run.json, a model's N.txt, a record, its manifest... A key of any
+    other shape was put there by something else."""
+    head, _, rel = key.partition("/")
+    if head != run_id:
+        return False
+    parts = rel.split("/")
+    if parts in ([RUN_JSON], [QUESTIONS]):
+        return True
+    if len(parts) < 2 or parts[0] not in model_dirs:
+        return False
+    rest = parts[1:]
+    if len(rest) == 1:
+        return rest[0] in _MODEL_FILES or bool(_ANSWER.match(rest[0]))
+    if len(rest) == 2:
+        folder, name = rest
+        return ((folder == RECORDS_DIR and record_index(name) is not None)
+                or (folder == SHARDS_DIR and bool(_SHARD_FILE.match(name)))
+                or (folder == VECTORS_DIR and name.endswith(".npz")))
+    return False

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runner.artefacts.keys import RESERVED_NAMES
+from runner.storage.endpoint import endpoint_problem
 
 # A name becomes part of object-storage keys and folder names, so it must not be able to
 # climb out of its prefix or smuggle control characters into a path.
@@ -365,6 +366,17 @@ class ClusterConfig(Placement):
     @classmethod
     def _pull_secrets(cls, v: list[str]) -> list[str]:
         return [check_object_name(name) for name in v]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _s3_endpoint(cls, data: Any) -> Any:
+        # Checked on the whole section, not the field: an error on the field would quote the
+        # value, login and all.
+        v = data.get("s3_endpoint") if isinstance(data, dict) else None
+        problem = isinstance(v, str) and endpoint_problem(v)
+        if problem:
+            raise ValueError(f"s3_endpoint {problem}")
+        return data
 
     @field_validator("throughput")
     @classmethod

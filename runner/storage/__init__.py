@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from runner.errors import StorageURLError
 from runner.storage.base import Storage, atomic_write
+from runner.storage.endpoint import endpoint_problem
 from runner.storage.local import LocalStorage
 
-__all__ = ["LocalStorage", "Storage", "StorageURLError", "atomic_write", "is_s3", "open_storage"]
+__all__ = ["LocalStorage", "Storage", "StorageURLError", "atomic_write", "endpoint_problem", "is_s3",
+           "open_storage"]
 
 
 def is_s3(url: str) -> bool:

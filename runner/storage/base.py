@@ -42,7 +42,14 @@ class Storage(ABC):
     def upload_file(self, key: str, path: Path) -> None:
         self.write_bytes(key, Path(path).read_bytes())
 
-    def download_file(self, key: str, path: Path) -> None:
+    def download_file(self, key: str, path: Path, *,
+                      size: int | None = None, etag: str | None = None) -> None:
+        """Copy ``key`` to the local ``path``, whole or not at all.
+
+        ``size`` and ``etag`` are what a listing said of the key; a store whose copies cross a
+        network (S3) checks the download against them. A local folder's copy has nothing to
+        cross, and its listing no tag.
+        """
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(Path(path), self.read_bytes(key))
 
@@ -100,6 +107,9 @@ def content_version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_TEMP_STEM = 200
+
+
 def temp_beside(path: Path) -> tuple[int, Path]:
     """A new, empty temporary file in ``path``'s folder, opened for writing: ``(fd, its path)``.
 
@@ -109,8 +119,11 @@ def temp_beside(path: Path) -> tuple[int, Path]:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    # The temporary name adds 18 bytes: a long name is shortened so that it still fits the
+    # 255 bytes a file name may have wherever the name itself fits.
+    stem = os.fsencode(path.name)[:_TEMP_STEM].decode("utf-8", "ignore")
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = path.parent / f".{stem}.{secrets.token_hex(6)}.tmp"
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:

@@ -14,14 +14,21 @@ Settings, all optional:
   endpoint is set (MinIO and most Ceph set-ups need it), ``auto`` for AWS;
 - ``MEDBENCH_S3_RETRY_MODE`` (``standard`` or ``adaptive``) and ``MEDBENCH_S3_MAX_ATTEMPTS``
   (default 8): back-off with jitter on throttling (SlowDown, 503) and 5xx.
+
+botocore's retries end when a response's headers arrive: a body cut mid-way (IncompleteRead)
+or stalled is read afterwards, outside them. ``_get`` retries those reads itself, with the same
+attempts and a back-off like botocore's, so a dropped connection is ridden out on every read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
+import random
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,13 +42,21 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 
 from runner.errors import StorageError, StorageNotFound, StorageURLError
+from runner.redact import remember
 from runner.storage.base import Storage, temp_beside
+from runner.storage.endpoint import endpoint_problem
+from runner.storage.etag import matches as etag_matches
+from runner.storage.etag import parts_count, parts_etag
+
+log = logging.getLogger("medbench.storage")
 
 MiB = 1024 * 1024
 
@@ -51,6 +66,13 @@ _DENIED = {
     "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
 }
 _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+# A response body that stopped coming: the connection was cut (urllib3's IncompleteRead, seen
+# as ResponseStreamingError or botocore's own length check) or stalled past the read timeout.
+_CUT_BODY = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError)
+# Back-off between reads of a cut body: full jitter, as botocore's standard mode.
+_BACKOFF_BASE, _BACKOFF_CAP = 0.5, 20.0
+# Downloads of one file that differs from its listing before collect gives up on it.
+_DOWNLOADS = 3
 
 CREDENTIALS_HINT = (
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment or in .env "
@@ -109,6 +131,10 @@ class S3Storage(Storage):
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.endpoint_url = resolve_endpoint(endpoint_url)
+        problem = self.endpoint_url and endpoint_problem(self.endpoint_url)
+        if problem:
+            raise StorageURLError(f"the S3 endpoint (--endpoint, cluster.s3_endpoint, AWS_ENDPOINT_URL_S3 or "
+                                  f"AWS_ENDPOINT_URL) {problem}")
         addressing = addressing_style or os.environ.get("MEDBENCH_S3_ADDRESSING") or (
             "path" if self.endpoint_url else "auto")
         if addressing not in ("path", "virtual", "auto"):
@@ -117,6 +143,7 @@ class S3Storage(Storage):
         if mode not in ("standard", "adaptive"):
             raise StorageError(f"MEDBENCH_S3_RETRY_MODE={mode!r}: expected standard or adaptive")
         attempts = max_attempts or _env_int("MEDBENCH_S3_MAX_ATTEMPTS", 8)
+        self.max_attempts = attempts
         self.multipart_chunksize = multipart_chunksize
         config = Config(
             region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -131,7 +158,9 @@ class S3Storage(Storage):
             max_pool_connections=32,
         )
         # A session of our own: the default session is shared and not safe across threads.
-        self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config)
+        session = boto3.session.Session()
+        _remember_credentials(session)
+        self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,
@@ -206,9 +235,25 @@ class S3Storage(Storage):
                 self._client.put_object(Bucket=self.bucket, Key=full, Body=data)
 
     def read_bytes(self, key: str) -> bytes:
-        full = self._key(key)
-        with self._errors("GetObject", full):
-            return self._client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
+        return self._get(self._key(key))[0]
+
+    def _get(self, full: str) -> tuple[bytes, dict]:
+        """GetObject with its whole body (and the response's other fields), the body's read
+        retried when the connection is cut mid-way."""
+        attempt = 1
+        while True:
+            with self._errors("GetObject", full):
+                obj = self._client.get_object(Bucket=self.bucket, Key=full)
+                try:
+                    return obj["Body"].read(), obj
+                except _CUT_BODY as e:
+                    obj["Body"].close()
+                    if attempt >= self.max_attempts:
+                        raise StorageError(f"S3 GetObject s3://{self.bucket}/{full} failed after "
+                                           f"{attempt} attempts: the body was cut short: {e}") from e
+                    log.debug("GetObject %s: body cut short (%s); reading it again", full, e)
+            time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))))
+            attempt += 1
 
     def exists(self, key: str) -> bool:
         try:
@@ -257,18 +302,65 @@ class S3Storage(Storage):
         with self._errors("upload", full):
             self._client.upload_file(str(path), self.bucket, full, Config=self._transfer)
 
-    def download_file(self, key: str, path: Path) -> None:
-        """Into a temporary file beside ``path``, then renamed: never a half-written file."""
+    def download_file(self, key: str, path: Path, *,
+                      size: int | None = None, etag: str | None = None) -> None:
+        """Into a temporary file beside ``path``, then renamed: never a half-written file.
+
+        Given the listing's ``size`` and ``etag``, the download is checked against them before
+        the rename (see ``_mismatch``) and fetched again when it differs; one that still
+        differs after ``_DOWNLOADS`` tries is a ``StorageError``, ``path`` left as it was.
+        """
         full = self._key(key)
         path = Path(path)
-        fd, tmp = temp_beside(path)  # the umask's mode, not mkstemp's 0600
-        os.close(fd)
-        try:
-            with self._errors("download", full):
-                self._client.download_file(self.bucket, full, str(tmp), Config=self._transfer)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        problem = ""
+        for attempt in range(1, _DOWNLOADS + 1):
+            fd, tmp = temp_beside(path)  # the umask's mode, not mkstemp's 0600
+            os.close(fd)
+            try:
+                with self._errors("download", full):
+                    self._client.download_file(self.bucket, full, str(tmp), Config=self._transfer)
+                problem = self._mismatch(full, tmp, size, etag) if size is not None else ""
+                if not problem:
+                    os.replace(tmp, path)
+                    return
+            finally:
+                tmp.unlink(missing_ok=True)
+            if attempt == _DOWNLOADS:
+                break
+            log.warning("s3://%s/%s: the download %s; fetching it again", self.bucket, full, problem)
+            time.sleep(random.uniform(0, _BACKOFF_BASE * 2 ** (attempt - 1)))
+            # A run still going may have rewritten the key since it was listed: check against
+            # what the store holds now.
+            size, etag = self.size_and_etag(key)
+        raise StorageError(f"s3://{self.bucket}/{full}: the download {problem}, {_DOWNLOADS} times; "
+                           f"{path} was left as it was; collect again")
+
+    def _mismatch(self, full: str, tmp: Path, size: int, etag: str | None) -> str:
+        """How the downloaded ``tmp`` differs from the listing's ``size`` and ``etag``; "" when
+        it does not.
+
+        The size always counts. A plain ETag is the MD5 of the body; a multipart one
+        (``...-N``) is checked for the likely part sizes, then, if none fits, for the exact
+        sizes the store gives part by part. An object encrypted with SSE-KMS or SSE-C has an
+        ETag that is no MD5: its size is all there is to check.
+        """
+        got = tmp.stat().st_size
+        if got != size:
+            return f"holds {got} bytes where the listing says {size}"
+        if etag is None or etag_matches(tmp, etag, ours=self.multipart_chunksize):
+            return ""
+        with self._errors("HeadObject", full):
+            head = self._client.head_object(Bucket=self.bucket, Key=full)
+        if head.get("ServerSideEncryption") == "aws:kms" or head.get("SSECustomerAlgorithm"):
+            return ""
+        count = parts_count(etag)
+        if count:
+            with self._errors("HeadObject", full):
+                parts = [self._client.head_object(Bucket=self.bucket, Key=full, PartNumber=n)["ContentLength"]
+                         for n in range(1, count + 1)]
+            if sum(parts) == size and parts_etag(tmp, parts) == etag:
+                return ""
+        return f"does not match the listing (its MD5 differs from the ETag {etag})"
 
     def size_and_etag(self, key: str) -> tuple[int, str | None]:
         head = self._head(key)
@@ -281,10 +373,7 @@ class S3Storage(Storage):
     # race there (docs/storage.md, "Leases").
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
-        full = self._key(key)
-        with self._errors("GetObject", full):
-            obj = self._client.get_object(Bucket=self.bucket, Key=full)
-            data = obj["Body"].read()
+        data, obj = self._get(self._key(key))
         return data, _etag(obj.get("ETag")) or ""
 
     def create_new(self, key: str, data: bytes) -> str | None:
@@ -326,6 +415,20 @@ _NOT_SUPPORTED = {"NotImplemented", "501"}
 
 class _Unconditional(Exception):
     """This store does not do conditional writes."""
+
+
+def _remember_credentials(session: boto3.session.Session) -> None:
+    """The secret key and session token this client signs with, for ``runner.redact`` to scrub
+    from any text (botocore's debug log prints the token in every request's headers)."""
+    try:
+        credentials = session.get_credentials()
+    except BotoCoreError:  # a broken profile: the first request reports it
+        return
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        for secret in (frozen.secret_key, frozen.token):
+            if secret:
+                remember(secret)
 
 
 def _code(e: ClientError) -> str:

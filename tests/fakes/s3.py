@@ -10,9 +10,15 @@ requests byte for byte and, when told to, answers instead with what a struggling
     s3.proxy.fail(times=3)                 500 InternalError, for the next 3 requests
     s3.proxy.throttle(times=2, method="GET")  503 SlowDown
     s3.proxy.down = True                   every connection dropped unanswered, as a dead endpoint
+    s3.proxy.cut_body(times=2, path_contains="/records/")
+                                           an object's GET answered with its headers and half its
+                                           body, then the connection closed (IncompleteRead)
+    s3.proxy.corrupt_body(times=1, path_contains="/3.txt")
+                                           an object's GET answered with its headers (ETag and
+                                           length intact) and a body with one byte changed
 
-Tests read the bucket directly from moto (``s3.client``) so their checks never go through
-the faults they inject.
+Body faults touch object GETs only, never listings. Tests read the bucket directly from moto
+(``s3.client``) so their checks never go through the faults they inject.
 """
 
 from __future__ import annotations
@@ -65,6 +71,27 @@ class Fault:
                 and (self.path_contains is None or self.path_contains in path))
 
 
+@dataclass
+class BodyFault:
+    """A GET forwarded to moto whose answer reaches the client damaged."""
+
+    kind: str  # "cut" or "corrupt"
+    remaining: int
+    path_contains: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.remaining > 0 and method == "GET" and "list-type=" not in path
+                and (self.path_contains is None or self.path_contains in path))
+
+
+def corrupt(data: bytes) -> bytes:
+    """``data`` with its middle byte changed: same length, another MD5."""
+    if not data:
+        return data
+    i = len(data) // 2
+    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+
+
 class FaultProxy:
     """An HTTP proxy in front of moto that can answer 5xx, throttle, or drop connections."""
 
@@ -76,6 +103,7 @@ class FaultProxy:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.injected = 0
         self._faults: list[Fault] = []
+        self._body_faults: list[BodyFault] = []
         self._down_after: tuple[int, str, str] | None = None
         self._lock = threading.Lock()
         self._server = _ProxyServer(("127.0.0.1", 0), _Handler, self)
@@ -108,6 +136,25 @@ class FaultProxy:
                  path_contains: str | None = None) -> None:
         self.fail(times, status=503, code="SlowDown", message="Please reduce your request rate.",
                   method=method, path_contains=path_contains)
+
+    def cut_body(self, times: int = 1, *, path_contains: str | None = None) -> None:
+        """Answer the next ``times`` matching object GETs with half their body, then hang up."""
+        with self._lock:
+            self._body_faults.append(BodyFault("cut", times, path_contains))
+
+    def corrupt_body(self, times: int = 1, *, path_contains: str | None = None) -> None:
+        """Answer the next ``times`` matching object GETs with one byte of the body changed."""
+        with self._lock:
+            self._body_faults.append(BodyFault("corrupt", times, path_contains))
+
+    def _take_body_fault(self, method: str, path: str) -> BodyFault | None:
+        with self._lock:
+            for f in self._body_faults:
+                if f.matches(method, path):
+                    f.remaining -= 1
+                    self.injected += 1
+                    return f
+            return None
 
     def go_down_after(self, count: int, *, method: str = "PUT", path_contains: str = "") -> None:
         """Forward ``count`` more matching requests, then behave as a dead endpoint."""
@@ -210,6 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
             conn.request(self.command, self.path, body=body or None, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+            damage = (proxy._take_body_fault(self.command, self.path)
+                      if resp.status in (200, 206) and data else None)
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
                 if k.lower() in _HOP_BY_HOP or (k.lower() == "content-length" and self.command != "HEAD"):
@@ -218,8 +267,12 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
+            if damage is not None and damage.kind == "cut":
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True  # the rest never comes: the client sees IncompleteRead
+            elif self.command != "HEAD":
+                self.wfile.write(corrupt(data) if damage is not None else data)
         finally:
             conn.close()
 
