@@ -388,6 +388,8 @@ CASES = [
          models_yaml(f"questions: questions.jsonl\ngeneration:\n  max_new_tokens: {'9' * 5000}\n"
                      f"models:\n{ECHO}"), 2,
          "models.yaml:3: a number 5,000 digits long; expected at most 4,300 digits"),
+    Case("yaml-gpu-hour-price-infinite", model(ECHO, top="cluster: {gpu_hour_price: .inf}"), 2,
+         "models.yaml:5: cluster.gpu_hour_price: Input should be a finite number"),
     Case("template-format-spec-d", template("Q: {question:d}"), 2,
          "prompt_template: {question:d} has a conversion or format spec"),
     Case("template-conversion-z", template("Q: {question!z}"), 2,

@@ -215,7 +215,8 @@ def resolve_template(v: str | None, info: ValidationInfo) -> str | None:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # YAML reads .inf and .nan as floats; no setting means either (an infinite price or speed).
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class Generation(Strict):
