@@ -78,9 +78,10 @@ def _prompt_file(value: str, base_dir: Path) -> Path | None:
 
 
 def _exists(p: Path | None) -> bool:
-    """Something is there: a file, a folder, a device, a pipe, or a link (even a dangling one)."""
+    """Something other than a folder is there: a file, a device, a pipe, or a link (even a
+    dangling one). Reading it says what is wrong with anything but a regular text file."""
     try:
-        return p is not None and (p.exists() or p.is_symlink())
+        return p is not None and (p.is_symlink() or (p.exists() and not p.is_dir()))
     except OSError:  # a long line of inline text is not a valid file name (ENAMETOOLONG)
         return False
 

@@ -202,7 +202,11 @@ def resolve_template(v: str | None, info: ValidationInfo) -> str | None:
     except RuntimeError:  # "~someone" with no such user: looked for as written
         pass
     path = path if path.is_absolute() else base_dir / path
-    if not path.exists() and not path.is_symlink():
+    try:
+        missing = not path.exists() and not path.is_symlink()
+    except OSError:  # not even a possible file name (too long): read_text says so
+        missing = False
+    if missing:
         raise ValueError(f"no file {path}; a template written inline must contain {{question}}")
     try:
         text = read_prompt_file(path, "prompt_template")
