@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from runner.storage import atomic_write
 
 
 def cache_dir() -> Path:
@@ -30,13 +31,9 @@ def read_json(path: Path) -> Any | None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write atomically (a temporary file renamed into place): a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically (a temporary file renamed into place): a reader never sees half a file.
+
+    Through the storage layer's ``atomic_write``, the one atomic write of medbench (the file
+    gets the umask, like any other file the user creates).
+    """
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))

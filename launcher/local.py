@@ -6,6 +6,7 @@ The same ``runner.engine.model_run.ModelRun`` that a cluster pod uses, with rich
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -25,6 +26,7 @@ from runner.artefacts.stored import check_can_stage, stage_run
 from runner.backends import backend_class
 from runner.config import RunConfig
 from runner.engine.model_run import ModelRun, model_leases
+from runner.errors import InputError
 from runner.plan import ModelTask, Plan, make_plan
 from runner.storage import Storage, open_storage
 from runner.storage.lease import Leases, Owner
@@ -120,6 +122,18 @@ def take_leases(plan: Plan, tasks: list[ModelTask], storage: Storage, *, wait: b
     return leases
 
 
+def check_local_output(url: str) -> None:
+    """``InputError`` when a local output's path runs through a file (``notes.txt/out``): the
+    user's mistake, said before anything is written, not a failed write (exit 1) later."""
+    if "://" in url:
+        return
+    for parent in Path(url).expanduser().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"output {url}: {parent} is a file; expected a folder")
+            return
+
+
 def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | None = None,
               console: Console | None = None, wait: bool = False) -> tuple[Plan, list[ModelManifest]]:
     console = console or Console()
@@ -130,6 +144,7 @@ def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | No
     plan = make_plan(cfg, run_id=run_id)
     tasks = selected_tasks(plan, only)
     preflight(tasks)
+    check_local_output(cfg.output)
     storage = open_storage(cfg.output, endpoint_url=cfg.cluster.s3_endpoint)
     check_can_stage(plan, storage)  # a run refused for its input is not kept waiting first
     leases = take_leases(plan, tasks, storage, wait=wait, console=console)

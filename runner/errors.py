@@ -25,10 +25,14 @@ backend's ``wrap_error``, torch's out-of-memory in the local backends.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
 from runner.redact import redact
+
+#: One megabyte, in the size limits of files medbench reads.
+MB = 10**6
 
 
 class MedbenchError(Exception):
@@ -39,17 +43,48 @@ class InputError(MedbenchError):
     exit_code = 2
 
     @classmethod
-    def read_text(cls, path: Path, *, missing: str, folder: str) -> str:
-        """The text of a file the user named; a missing, folder, unreadable or non-UTF-8 path is
-        this error, one line that starts with the path."""
-        if not path.exists():
-            raise cls(f"{path}: {missing}")
-        if path.is_dir():
-            raise cls(f"{path}: is a folder; {folder}")
+    def read_text(cls, path: Path, *, missing: str, folder: str, limit: int = 10 * MB,
+                  what: str = "this file") -> str:
+        """The text of a file the user named, or this error: one line that starts with the path.
+
+        Only a regular file (or a link to one) is read: a device such as /dev/zero never ends
+        and a named pipe blocks until someone writes to it. At most ``limit`` bytes are read;
+        ``what`` names the file in the message that says so ("a questions file").
+        """
         try:
-            return path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+            st = path.stat()
+        except FileNotFoundError:  # a dangling link too
+            raise cls(f"{path}: {missing}") from None
+        except OSError as e:
+            raise cls(f"{path}: cannot read: {e.strerror or e}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise cls(f"{path}: is a folder; {folder}")
+        if not stat.S_ISREG(st.st_mode):
+            raise cls(f"{path}: is {_file_kind(st.st_mode)}, not a regular file; {folder}")
+        too_big = f"{path}: larger than {limit / MB:,.0f} MB, the most read for {what}"
+        if st.st_size > limit:
+            raise cls(too_big)
+        try:
+            with path.open("rb") as f:
+                data = f.read(limit + 1)  # st_size can lie (/proc) or the file can grow meanwhile
+        except OSError as e:
+            raise cls(f"{path}: cannot read: {e.strerror or e}") from None
+        if len(data) > limit:
+            raise cls(too_big)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
             raise cls(f"{path}: cannot read: {e}") from None
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 class ConfigError(InputError):

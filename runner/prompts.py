@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from runner.config.base import read_prompt_file
 from runner.errors import ConfigError
 from runner.questions import Question
 
@@ -76,9 +77,11 @@ def _prompt_file(value: str, base_dir: Path) -> Path | None:
     return p if p.is_absolute() else base_dir / p
 
 
-def _is_file(p: Path | None) -> bool:
+def _exists(p: Path | None) -> bool:
+    """Something other than a folder is there: a file, a device, a pipe, or a link (even a
+    dangling one). Reading it says what is wrong with anything but a regular text file."""
     try:
-        return p is not None and p.is_file()
+        return p is not None and (p.is_symlink() or (p.exists() and not p.is_dir()))
     except OSError:  # a long line of inline text is not a valid file name (ENAMETOOLONG)
         return False
 
@@ -94,16 +97,16 @@ def resolve_system_prompt(value: str | None, base_dir: Path) -> str | None:
         return None
     v = value.strip()
     p = _prompt_file(v, base_dir)
-    if p is not None and _is_file(p):
+    if p is not None and _exists(p):
         if v in PRESETS:
             raise ConfigError(
                 f"system_prompt: {v!r} is both a preset and the file {p}; write './{v}' to use "
                 "the file, or rename the file to use the preset"
             )
         try:
-            return p.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"system_prompt: cannot read {p}: {e}") from None
+            return read_prompt_file(p, "system_prompt").strip()
+        except ConfigError as e:
+            raise ConfigError(f"system_prompt: {e}") from None
     if v in PRESETS:
         return PRESETS[v]
     single_token = " " not in v and "\n" not in v

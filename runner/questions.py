@@ -7,6 +7,7 @@ number, as a string), ``context``, ``options`` (a list, or a mapping of letters 
 
 from __future__ import annotations
 
+import math
 import string
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runner.artefacts import jsonl
-from runner.errors import QuestionsError
+from runner.errors import MB, QuestionsError
 
 LETTERS = string.ascii_uppercase
+#: The largest questions file read: some 230,000 questions with PubMedQA's long abstracts (200 of
+#: them are 435 kB). /dev/zero, named by mistake, would otherwise be read for ever.
+MAX_QUESTIONS_FILE = 500 * MB
 
 
 class Question(BaseModel):
@@ -62,8 +66,28 @@ class Question(BaseModel):
         if isinstance(v, dict):
             if len(v) < 2:
                 raise ValueError("options needs at least two choices")
-            return {str(k).strip(): str(o) for k, o in v.items()}
+            # Letters are read without their spaces: " A" and "A " would silently become one
+            # option (and a question left with one option, which the report then refuses).
+            out: dict[str, str] = {}
+            written: dict[str, str] = {}
+            for k, o in v.items():
+                letter = str(k).strip()
+                if not letter:
+                    raise ValueError(f"option key {k!r} is blank; expected a letter such as 'A'")
+                if letter in out:
+                    raise ValueError(f"option keys {written[letter]!r} and {k!r} are the same letter "
+                                     f"{letter!r}; each option needs its own")
+                out[letter], written[letter] = str(o), str(k)
+            return out
         raise ValueError("options must be a list or a mapping of letters to text")
+
+    @field_validator("meta")
+    @classmethod
+    def _standard_json(cls, v: Any) -> Any:
+        # A benchmark row can hold a float NaN; questions.jsonl must stay JSON every reader takes.
+        if not _finite(v):
+            raise ValueError("meta holds NaN or an infinite number, which JSON cannot (use null)")
+        return v
 
     @property
     def is_multiple_choice(self) -> bool:
@@ -87,6 +111,20 @@ class Question(BaseModel):
     def record(self) -> dict:
         """The question as stored in questions.jsonl (exactly what the run used)."""
         return self.model_dump(exclude_none=True)
+
+
+def _finite(v: Any) -> bool:
+    """No NaN or infinity anywhere in ``v`` (walked without recursion: JSON nests deep)."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, float) and not math.isfinite(x):
+            return False
+        if isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, list | tuple):
+            stack.extend(x)
+    return True
 
 
 def parse_questions(text: str | list[str], source: str) -> list[Question]:
@@ -132,7 +170,8 @@ def parse_questions(text: str | list[str], source: str) -> list[Question]:
 
 def load_questions(path: str | Path) -> list[Question]:
     p = Path(path)
-    text = QuestionsError.read_text(p, missing="no such questions file", folder="expected a JSONL file")
+    text = QuestionsError.read_text(p, missing="no such questions file", folder="expected a JSONL file",
+                                    limit=MAX_QUESTIONS_FILE, what="a questions file")
     return parse_questions(text, str(p))
 
 

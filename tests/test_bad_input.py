@@ -278,6 +278,59 @@ def deep_yaml(ctx: Ctx) -> list[str]:
     return ["launcher", "run", "models.yaml"]
 
 
+def models_yaml(text: str, command: str = "run") -> Callable[[Ctx], list[str]]:
+    """models.yaml exactly as written (beside the good questions file)."""
+    def setup(ctx: Ctx) -> list[str]:
+        ctx.questions()
+        write(ctx.project / "models.yaml", text)
+        return ["launcher", command, "models.yaml"]
+    return setup
+
+
+def billion_laughs() -> str:
+    """Nine levels of ten aliases under a real key: 10**9 strings once expanded."""
+    levels = ["    a0: &a0 [" + ", ".join(["lol"] * 10) + "]"]
+    levels += [f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    return "questions: questions.jsonl\noutput: out\ncluster:\n  affinity:\n" + "\n".join(levels) + \
+        "\nmodels:\n" + ECHO
+
+
+def template(value: str) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: ["launcher", "run", ctx.config(top=f"prompt_template: {json.dumps(value)}")]
+
+
+def questions_at(name: str, make: Callable[[Path], None],
+                 key: str = "questions") -> Callable[[Ctx], list[str]]:
+    """models.yaml's ``key`` (questions or system_prompt) names ``name``, which ``make`` creates."""
+    def setup(ctx: Ctx) -> list[str]:
+        ctx.questions()
+        make(ctx.project / name)
+        other = "questions: questions.jsonl\n" if key != "questions" else "system_prompt: none\n"
+        write(ctx.project / "models.yaml", f"{key}: {name}\n{other}output: out\nmodels:\n{ECHO}")
+        return ["launcher", "run", "models.yaml"]
+    return setup
+
+
+def link_to_dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def fifo(path: Path) -> None:
+    os.mkfifo(path)  # nobody ever writes to it: reading it would wait for ever
+
+
+def sparse(size: int) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        with path.open("wb") as f:
+            f.truncate(size)  # takes no room on disk
+    return make
+
+
+def output_under_a_file(ctx: Ctx) -> list[str]:
+    (ctx.project / "notes.txt").write_text("my notes, not a folder")
+    return ["launcher", "run", ctx.config(output="notes.txt/runs")]
+
+
 ITEM_4 = "issue 11 item 4 (markup in printed text)"
 ITEM_2 = "issue 11 item 2 (credentials in results)"
 ITEM_3 = "issue 11 item 3 (Retry-After)"
@@ -298,8 +351,57 @@ CASES = [
     Case("questions-last-line-cut-short", q(GOOD_QUESTIONS + '{"question": "Is it'), 2,
          "questions.jsonl:3: not valid JSON"),
     Case("questions-file-is-a-folder", questions_folder, 2, "qdir: is a folder"),
+    Case("questions-id-of-5000-digits", q('{"id": ' + "9" * 5000 + ', "question": "x?"}\n'), 2,
+         "questions.jsonl:1: a number longer than 4,300 digits"),
+    Case("questions-option-keys-equal-once-stripped",
+         q('{"question": "x?", "options": {" A": "yes", "A ": "no", "B": "maybe"}}\n'), 2,
+         "questions.jsonl:1: options: option keys ' A' and 'A ' are the same letter 'A'"),
+    Case("questions-meta-nan", q(GOOD_QUESTIONS + '{"question": "x?", "meta": {"score": NaN}}\n'), 2,
+         "questions.jsonl:3: not valid JSON: NaN is not a JSON number (write null)"),
+    Case("questions-meta-1e999999", q('{"question": "x?", "meta": {"score": 1e999999}}\n'), 2,
+         "questions.jsonl:1: not valid JSON: 1e999999 is too large for a number"),
+    Case("questions-dev-zero", questions_at("/dev/zero", lambda path: None), 2,
+         "/dev/zero: is a device, not a regular file", subprocess=True),
+    Case("questions-link-to-dev-zero", questions_at("zero.jsonl", link_to_dev_zero), 2,
+         "zero.jsonl: is a device, not a regular file", subprocess=True),
+    Case("questions-named-pipe", questions_at("pipe.jsonl", fifo), 2,
+         "pipe.jsonl: is a named pipe, not a regular file", subprocess=True),
+    Case("questions-over-500-mb", questions_at("huge.jsonl", sparse(500 * 10**6 + 1)), 2,
+         "huge.jsonl: larger than 500 MB, the most read for a questions file"),
+    Case("system-prompt-dev-zero", questions_at("/dev/zero", lambda path: None, key="system_prompt"), 2,
+         "system_prompt: /dev/zero: is a device, not a regular file", subprocess=True),
+    Case("system-prompt-over-1-mb", questions_at("prompt.txt", sparse(10**6 + 1), key="system_prompt"), 2,
+         "prompt.txt: larger than 1 MB, the most read for a system_prompt file"),
     # --- models.yaml ---------------------------------------------------------------------------
     Case("yaml-nested-50000-deep", deep_yaml, 2, "models.yaml", fixed_by=LEAD),
+    Case("yaml-billion-laughs", models_yaml(billion_laughs()), 2,
+         "models.yaml:9: this value expands to more than 100,000 values", subprocess=True),
+    Case("yaml-alias-inside-itself", models_yaml("questions: questions.jsonl\nmodels: &m [*m]\n"), 2,
+         "models.yaml:2: a YAML alias refers to the value that contains it"),
+    Case("yaml-two-models-keys", models_yaml(f"questions: questions.jsonl\noutput: out\nmodels:\n{ECHO}"
+                                             "models:\n  - id: echo-b\n    backend: echo\n"), 2,
+         "models.yaml:6: duplicate key 'models' (first on line 3)"),
+    Case("yaml-two-batch-size-keys",
+         model("  - id: sshleifer/tiny-gpt2\n    batch_size: 8\n    batch_size: 2\n"), 2,
+         "models.yaml:9: duplicate key 'batch_size' (first on line 8)"),
+    Case("yaml-max-new-tokens-of-5000-digits",
+         models_yaml(f"questions: questions.jsonl\ngeneration:\n  max_new_tokens: {'9' * 5000}\n"
+                     f"models:\n{ECHO}"), 2,
+         "models.yaml:3: a number 5,000 digits long; expected at most 4,300 digits"),
+    Case("yaml-gpu-hour-price-infinite", model(ECHO, top="cluster: {gpu_hour_price: .inf}"), 2,
+         "models.yaml:5: cluster.gpu_hour_price: Input should be a finite number"),
+    Case("template-format-spec-d", template("Q: {question:d}"), 2,
+         "prompt_template: {question:d} has a conversion or format spec"),
+    Case("template-conversion-z", template("Q: {question!z}"), 2,
+         "prompt_template: {question!z} has a conversion or format spec"),
+    Case("template-nested-field", template("Q: {question:{context}}"), 2,
+         "prompt_template: {question:{context}} has a conversion or format spec"),
+    Case("template-3-gigabytes-of-padding", template("Q: {question:>3000000000}"), 2,
+         "prompt_template: {question:>3000000000} has a conversion or format spec", subprocess=True),
+    Case("template-file-missing", template("prompts/mcq.txt"), 2,
+         "prompt_template: no file prompts/mcq.txt; a template written inline must contain {question}"),
+    Case("template-file-dev-zero", template("/dev/zero"), 2,
+         "prompt_template: /dev/zero: is a device, not a regular file", subprocess=True),
     Case("model-id-dot", model('  - id: "."\n    backend: echo\n'), 2, "models[0].id: id must not be '.'"),
     Case("model-name-dot", model('  - id: echo-a\n    name: "."\n    backend: echo\n'), 2,
          "models[0].name: name must not be '.'"),
@@ -318,6 +420,12 @@ CASES = [
     Case("output-s3-without-bucket", output("s3:///runs"), 2, "expected s3://bucket/prefix"),
     Case("output-s3-prefix-climbs-out", output("s3://medbench/../runs"), 2, "'..'"),
     Case("output-is-a-file", output_is_a_file, 2, "out: is a file; expected a folder"),
+    Case("output-empty", output('""'), 2, "output: output must not be empty"),
+    Case("output-under-a-file", output_under_a_file, 2,
+         "output notes.txt/runs: notes.txt is a file; expected a folder"),
+    Case("model-names-nfc-and-nfd",
+         model("  - id: caf\u00e9\n    backend: echo\n  - id: cafe\u0301\n    backend: echo\n"), 2,
+         "'cafe\\u0301' and 'caf\\xe9' differ only in how a letter is encoded"),
     Case("api-key-env-is-ours", model("  - id: gpt-4o\n    backend: openai\n"
                                       "    api_key_env: AWS_SECRET_ACCESS_KEY\n"), 2, "api_key_env"),
     Case("api-key-env-not-a-name", model('  - id: gpt-4o\n    backend: openai\n    api_key_env: "my key"\n'),

@@ -132,3 +132,67 @@ def test_prompts_command_lists_presets(capsys):
         assert name in out
     assert run_cli("prompts", "cardiologist") == 0
     assert "cardiologist" in capsys.readouterr().out
+
+
+# --- prompt_template in a file (issue 24 item 1) ---------------------------------------------------
+
+TEMPLATED = """
+name: tmpl
+questions: questions.jsonl
+output: out
+system_prompt: none
+models:
+  - id: echo-a
+    backend: echo
+    prompt_template: prompts/mcq.txt
+  - id: echo-b
+    backend: echo
+    prompt_template: "Q: {question} (inline)"
+"""
+
+
+def test_a_prompt_template_file_is_read_relative_to_models_yaml_and_recorded_as_text(project, capsys):
+    """Templates live in files, as with lm-eval and inspect: a line without a brace names one."""
+    write(project / "panel" / "questions.jsonl",
+          '{"question": "Does tamoxifen block oestrogen receptors?"}\n')
+    write(project / "panel" / "prompts" / "mcq.txt", "Clinical question: {question}\nAnswer yes or no.\n")
+    write(project / "panel" / "models.yaml", TEMPLATED)
+
+    assert run_cli("run", "panel/models.yaml") == 0
+    (run,) = (project / "out").iterdir()
+    assert (run / "echo-a" / "1.txt").read_text(encoding="utf-8") == (
+        "Clinical question: Does tamoxifen block oestrogen receptors? Answer yes or no.")
+    assert (run / "echo-b" / "1.txt").read_text(encoding="utf-8").startswith("Q: Does tamoxifen")
+    # run.json holds the template itself (a pod has no such file), without the file's last newline.
+    import json
+    models = json.loads((run / "run.json").read_text(encoding="utf-8"))["config"]["models"]
+    assert models[0]["prompt_template"] == "Clinical question: {question}\nAnswer yes or no."
+
+
+def test_editing_the_template_file_changes_the_run_id(project, capsys):
+    write(project / "questions.jsonl", '{"question": "What does HER2 amplification predict?"}\n')
+    write(project / "prompts" / "mcq.txt", "Q: {question}\n")
+    write(project / "models.yaml", TEMPLATED)
+    assert run_cli("plan", "models.yaml") == 0
+    first = capsys.readouterr().out.split(":")[0]
+    write(project / "prompts" / "mcq.txt", "Question: {question}\n")
+    assert run_cli("plan", "models.yaml") == 0
+    assert capsys.readouterr().out.split(":")[0] != first
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ("Q: {question:>20}\n", "{question:>20} has a conversion or format spec"),
+    ("Q: {qestion}\n", "prompt_template uses ['qestion']"),
+    ("Answer briefly.\n", "prompt_template must contain {question}"),
+])
+def test_a_template_file_is_checked_like_an_inline_template(project, capsys, content, says):
+    write(project / "questions.jsonl", '{"question": "What does HER2 amplification predict?"}\n')
+    write(project / "prompts" / "mcq.txt", content)
+    write(project / "models.yaml", TEMPLATED)
+
+    assert run_cli("run", "models.yaml") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: models.yaml:8: models[0].prompt_template: prompts/mcq.txt: ")
+    assert says in err[0]
+    assert not (project / "out").exists()

@@ -69,3 +69,28 @@ def test_collected_files_get_the_umask(project, s3, umask):
     found = modes(project / "col")
     assert len(found) >= 10
     assert set(found.values()) == {0o666 & ~umask}, found
+
+
+def test_the_report_and_its_cache_get_the_umask(project, umask):
+    """metrics.json went through mkstemp, which makes every file 0600 whatever the umask."""
+    lines = [{"question": f"Is marker {i} prognostic?", "reference": f"Marker {i} is prognostic."}
+             for i in range(1, 4)]
+    write(project / "questions.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    write(project / "models.yaml", CONFIG.format(output="out", cluster=""))
+    assert run_cli("run", "models.yaml") == 0
+    (run,) = (project / "out").iterdir()
+
+    assert run_cli("report", run, "--encoder", "none", "--bootstrap", "0") == 0
+    found = modes(run)
+    assert {"metrics.json", "metrics.csv", "report.html"} <= found.keys()
+    assert any(name.startswith(".cache/") for name in found)  # ROUGE-L scores kept for the next report
+    assert set(found.values()) == {0o666 & ~umask}, found
+
+
+def test_the_launchers_own_cache_gets_the_umask(tmp_path, umask):
+    """The index of submitted runs and the Hub metadata for sizing go through the one atomic write."""
+    from launcher.cache import read_json, write_json
+
+    write_json(tmp_path / "runs.json", {"runs": []})
+    assert read_json(tmp_path / "runs.json") == {"runs": []}
+    assert modes(tmp_path) == {"runs.json": 0o666 & ~umask}

@@ -38,6 +38,10 @@ def test_options_mapping_and_letter_answer():
     ('{"question": "Q?", "options": ["only one"]}', "at least two"),
     ('{"question": "Q?", "options": ["a", "b"], "answer": "c"}', "neither an option letter"),
     ('{"question": "Q?", "colour": "red"}', "unknown key"),
+    ('{"question": "Q?", "options": {"A": "x", "a ": "y", "A ": "z"}}', "option keys 'A' and 'A '"),
+    ('{"question": "Q?", "options": {"A": "x", " ": "y"}}', "option key ' ' is blank"),
+    ('{"question": "Q?", "meta": {"auc": -Infinity}}', "-Infinity is not a JSON number"),
+    ('{"question": "Q?", "meta": [1e400]}', "1e400 is too large for a number"),
 ])
 def test_bad_lines_are_named_by_line_number(line, message):
     with pytest.raises(QuestionsError) as e:
@@ -58,3 +62,15 @@ def test_shared_pubmedqa_file_loads(pubmedqa):
     qs = load_questions(pubmedqa)
     assert len(qs) == 200
     assert all(q.is_multiple_choice and q.gold_letter for q in qs)
+
+
+def test_questions_jsonl_is_standard_json_whatever_made_the_questions():
+    """A benchmark row can hold a float NaN, which Python's json would write as a bare NaN
+    that every other JSON reader refuses: the question is refused, and the writer never writes one."""
+    from runner.artefacts import jsonl
+    from runner.questions import Question
+
+    with pytest.raises(ValueError, match="meta holds NaN"):
+        Question(id="medqa-test-1", question="Q?", meta={"year": float("nan")})
+    with pytest.raises(ValueError):
+        jsonl.dumps({"year": float("inf")})

@@ -57,3 +57,18 @@ def test_show_an_unknown_question_is_bad_input(tmp_path, capsys):
     assert run_cli("show", run, "9") == 2
     err = capsys.readouterr().err
     assert "question '9'" in err and "4 questions" in err
+
+
+def test_a_huge_unbroken_answer_is_cut_with_a_note_of_its_size(tmp_path, capsys, wide):
+    """A runaway model's 50 MB answer kept rich busy for minutes: a terminal gets the first
+    20,000 characters, the size of the whole, and the file that holds it; --full too."""
+    size = 300_000
+    answer = "A" + "x" * (size - 2) + "Z"
+    run = write_run(tmp_path, tiny_questions()[:1], [FakeModel("m", "m", answer=lambda _q: answer)])
+
+    for extra in ((), ("--full",)):
+        assert run_cli("show", run, "1", *extra) == 0
+        out = capsys.readouterr().out
+        assert f"20,000 of {size:,} characters shown" in out
+        assert str(run / "m" / "1.txt") in out.replace("\n", "").replace("│", "").replace(" ", "")
+        assert "xZ" not in out and len(out) < 40_000

@@ -12,6 +12,10 @@ from runner.errors import InputError
 
 CONTEXT_EXCERPT = 600
 REFERENCE_EXCERPT = 400
+#: The most characters of any one text (question, option, context, reference, answer, error) a
+#: terminal is shown, --full or not. Rich lays out an unbroken line in time that grows with the
+#: square of its length: a 2 MB answer took 7 s, a 50 MB one minutes. The rest is in the files.
+SHOWN_LIMIT = 20_000
 
 
 def register(sub) -> None:
@@ -94,39 +98,57 @@ def _find_item(items: list[dict], n: str) -> dict:
                      f"(numbers 1-{len(items)}, or give a question id)")
 
 
-def _excerpt(text: str, limit: int, full: bool) -> str:
+def _excerpt(text: str, limit: int, full: bool, style: str = "") -> Text:
+    """``text`` cut at ``limit`` characters (at ``SHOWN_LIMIT`` with ``full``), with " …" and,
+    past ``SHOWN_LIMIT``, a note of how much there is."""
     text = text.strip()
-    if full or len(text) <= limit:
-        return text
-    return text[:limit].rstrip() + " …"
+    limit = SHOWN_LIMIT if full else min(limit, SHOWN_LIMIT)
+    if len(text) <= limit:
+        return Text(text, style=style)
+    out = Text(text[:limit].rstrip() + " …", style=style)
+    if limit == SHOWN_LIMIT:
+        out.append(f" [{limit:,} of {len(text):,} characters shown]", style="dim")
+    return out
+
+
+def _answer_text(text: str, whole: Path) -> Text:
+    """An answer as shown: at most ``SHOWN_LIMIT`` characters, then the file that holds it all."""
+    shown = _excerpt(text, SHOWN_LIMIT, True)
+    if len(text.strip()) > SHOWN_LIMIT and whole.is_file():
+        shown.append(f" (all of it: {whole})", style="dim")
+    return shown
 
 
 _STYLE = {"correct": "green", "wrong": "red", "noanswer": "yellow", "error": "yellow", "free": "blue"}
 
 
-def render_item(item: dict, models: list[dict], *, full: bool = False) -> list:
-    """The rich renderables for one question and every model's answer (untrusted text stays text)."""
+def render_item(item: dict, models: list[dict], *, full: bool = False, run_dir: Path = Path(".")) -> list:
+    """The rich renderables for one question and every model's answer (untrusted text stays text).
+
+    Every text is cut at ``SHOWN_LIMIT`` characters, with a note of its size; an answer's note
+    names its ``N.txt`` under ``run_dir``.
+    """
     from launcher.report.html import _status
 
     out: list = []
     head = Text()
     head.append(f"Question {item['index']}", style="bold")
     head.append(f"  id {item.get('id')}\n", style="dim")
-    head.append(item["question"].strip(), style="bold")
+    head.append_text(_excerpt(item["question"], SHOWN_LIMIT, full, "bold"))
     parts: list = [head]
     if item.get("context"):
         context = _excerpt(item["context"], CONTEXT_EXCERPT, full)
-        parts.append(Text("\nContext: ", style="dim") + Text(context))
+        parts.append(Text("\nContext: ", style="dim") + context)
     gold = item.get("gold")
     if item.get("options"):
         opts = Text("\nOptions: ", style="dim")
         for k, v in item["options"].items():
-            opts.append(f"{k}. {v}", style="bold green" if k == gold else "")
+            opts.append_text(_excerpt(f"{k}. {v}", SHOWN_LIMIT, full, "bold green" if k == gold else ""))
             opts.append(" (gold)  " if k == gold else "  ", style="green" if k == gold else "")
         parts.append(opts)
     if item.get("reference"):
         parts.append(Text("\nReference: ", style="dim")
-                     + Text(_excerpt(item["reference"], REFERENCE_EXCERPT, full)))
+                     + _excerpt(item["reference"], REFERENCE_EXCERPT, full))
     out.append(Panel(Group(*parts), border_style="cyan"))
     answers = item.get("answers") or {}
     for m in models:
@@ -140,9 +162,10 @@ def render_item(item: dict, models: list[dict], *, full: bool = False) -> list:
         status, badge = _status(a, gold)
         body = Text()
         if a.get("error"):
-            body.append(f"error: {a['error']}\n", style="yellow")
+            body.append_text(_excerpt(f"error: {a['error']}", SHOWN_LIMIT, full, "yellow"))
+            body.append("\n")
         if a.get("text"):
-            body.append(str(a["text"]).strip())
+            body.append_text(_answer_text(str(a["text"]), run_dir / m["model_dir"] / f"{item['index']}.txt"))
         elif not a.get("error"):
             body.append("(no prose answer)", style="dim")
         extra = []
@@ -161,11 +184,12 @@ def cmd_show(args) -> int:
     from launcher.scoring.metrics import compute_metrics
     from launcher.scoring.run_data import load_run
 
-    run = load_run(_run_dir(args.run_dir))
+    run_dir = _run_dir(args.run_dir)
+    run = load_run(run_dir)
     # Only this question's choice and correctness are needed: no encoder, no resampling.
     metrics = compute_metrics(run, similarity_encoder=None, bootstrap=0)
     item = _find_item(metrics["items"], args.n)
     console = Console(highlight=False)
-    for r in render_item(item, metrics["models"], full=args.full):
+    for r in render_item(item, metrics["models"], full=args.full, run_dir=run_dir):
         console.print(r)
     return 0

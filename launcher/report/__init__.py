@@ -14,7 +14,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -85,10 +84,15 @@ def _dump_metrics(obj: dict[str, Any], f: TextIO) -> None:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    """metrics.json, streamed into a temporary file that then replaces the old one."""
+    """metrics.json, streamed into a temporary file that then replaces the old one.
+
+    The temporary file is the storage layer's (``temp_beside``, as ``atomic_write`` uses): it
+    gets the umask like every other file of the run, where ``mkstemp`` would make it 0600.
+    """
+    from runner.storage.base import temp_beside
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = temp_beside(path)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 _dump_metrics(obj, f)
@@ -96,7 +100,7 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
     except OSError as e:
         raise StorageError(f"cannot write {path}: {e.strerror or e}") from e

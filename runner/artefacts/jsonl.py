@@ -5,11 +5,18 @@ abstracts have them). ``str.splitlines()`` treats those as line ends and would c
 two, so lines are split on ``"\\n"`` only (a ``"\\r"`` before it is dropped): JSON itself never
 has a raw newline inside a value. Every file of a run that holds one object a line is written
 with :func:`dumps_lines` and read with :func:`parse`.
+
+Only standard JSON is read or written: ``NaN``, ``Infinity`` and numbers too large for a float
+(``1e999999``), which Python's json module accepts and writes by default, are refused both
+ways, since every other JSON reader refuses the file that holds them. So is an integer longer
+than Python converts from text (``sys.get_int_max_str_digits()``, 4300 digits by default).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -31,8 +38,8 @@ def dumps(obj: Any) -> str:
     A pydantic model (a record) is written by pydantic, without its None fields.
     """
     if isinstance(obj, BaseModel):
-        return obj.model_dump_json(exclude_none=True)
-    return json.dumps(obj, ensure_ascii=False)
+        return obj.model_dump_json(exclude_none=True)  # NaN and infinity become null
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
 
 
 def dumps_lines(objs: Iterable[Any]) -> str:
@@ -52,16 +59,35 @@ def binary_lines(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
         yield lineno, raw.rstrip(b"\r\n")
 
 
+class _NotStandard(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotStandard(f"{name} is not a JSON number (write null)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotStandard(f"{text[:20]}{'…' if len(text) > 20 else ''} is too large for a number")
+    return value
+
+
 def loads(line: str | bytes, lineno: int) -> Any:
-    """One line's value; ``JSONLError`` when it is not valid JSON (or UTF-8) or nests absurdly deep."""
+    """One line's value; ``JSONLError`` when it is not standard JSON (or UTF-8) or nests absurdly deep."""
     try:
-        return json.loads(line)
+        return json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
         raise JSONLError(lineno, f"not valid JSON: {e.msg} (column {e.colno})") from None
     except UnicodeDecodeError:
         raise JSONLError(lineno, "not valid UTF-8") from None
     except RecursionError:
         raise JSONLError(lineno, "not valid JSON: nested too deeply") from None
+    except _NotStandard as e:
+        raise JSONLError(lineno, f"not valid JSON: {e}") from None
+    except ValueError:  # int(text) past sys.get_int_max_str_digits()
+        raise JSONLError(lineno, f"a number longer than {sys.get_int_max_str_digits():,} digits") from None
 
 
 def parse(text: str, *, skip_bad: bool = False) -> Iterator[tuple[int, Any]]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from runner.artefacts.keys import RESERVED_NAMES
+from runner.errors import MB, ConfigError
 from runner.storage.endpoint import endpoint_problem
 
 # A name becomes part of object-storage keys and folder names, so it must not be able to
@@ -72,6 +74,8 @@ def check_env_name(value: str) -> str:
 
 def check_output_url(value: str) -> str:
     """``output``: a folder, or ``s3://bucket/prefix`` whose prefix cannot climb out of itself."""
+    if not value.strip():  # "" would put the run straight into the folder the launcher runs in
+        raise ValueError("output must not be empty; expected a folder (such as results) or s3://bucket/prefix")
     if _CONTROL.search(value):
         raise ValueError("output must not contain control characters")
     if not value.startswith("s3://"):
@@ -132,25 +136,92 @@ def check_run_id(value: str, what: str = "run id") -> str:
     return check_folder_name(value, what)
 
 
+#: The fields a prompt_template may use.
+TEMPLATE_FIELDS = ("question", "context", "options")
+
+
 def check_template(v: str | None) -> str | None:
+    """A prompt_template that ``str.format`` fills with the question's text and cannot fail on.
+
+    Only the plain fields ``{question}``, ``{context}`` and ``{options}``: no conversion
+    (``!r``) and no format spec (``:>20``). Both are refused outright rather than tried, since a
+    spec can fail only at fill time (``{question:d}``) or ask for gigabytes of padding
+    (``{question:>3000000000}``); and a prompt has no use for either.
+    """
     if v is None:
         return v
     try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        parsed = list(string.Formatter().parse(v))
     except ValueError as e:
-        raise ValueError(f"prompt_template is not a valid template: {e}") from e
-    unknown = fields - {"question", "context", "options"}
+        raise ValueError(f"not a valid template: {e} (write {{{{ and }}}} for a literal brace)") from None
+    allowed = ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS)
+    fields = set()
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if conversion is not None or spec:
+            written = "{" + field + ("!" + conversion if conversion else "") + \
+                (":" + spec if spec else "") + "}"
+            raise ValueError(f"{written} has a conversion or format spec; only plain fields are "
+                             f"filled ({allowed})")
+        fields.add(field)
+    unknown = fields - set(TEMPLATE_FIELDS)
     if unknown:
-        raise ValueError(
-            f"prompt_template uses {sorted(unknown)}; allowed: {{question}}, {{context}}, {{options}}"
-        )
+        raise ValueError(f"prompt_template uses {sorted(unknown)}; allowed: {allowed}")
     if "question" not in fields:
         raise ValueError("prompt_template must contain {question}")
     return v
 
 
+#: The largest prompt file read (a system prompt or a template): a prompt is a few kilobytes,
+#: and /dev/zero is endless.
+MAX_PROMPT_FILE = 1 * MB
+
+
+def read_prompt_file(p: Path, key: str) -> str:
+    """The text of a prompt file named by ``key``; ``ConfigError`` (starting with the path) when
+    it is not a readable text file of at most ``MAX_PROMPT_FILE`` bytes."""
+    return ConfigError.read_text(p, missing="no such file", folder="expected a text file",
+                                 limit=MAX_PROMPT_FILE, what=f"a {key} file")
+
+
+def resolve_template(v: str | None, info: ValidationInfo) -> str | None:
+    """``prompt_template``: the template itself, or the path of a text file that holds it.
+
+    One line without a brace cannot be a template (it has no ``{question}``), so it is a file,
+    relative to models.yaml (``base_dir`` in the validation context) like a system prompt file.
+    Its text replaces the path in the config, so run.json and the run id hold the template
+    itself, and a pod, which has no such file, gets it too. One final newline is dropped: the
+    file's last line ends in one, and a template decides its own ending.
+    """
+    if v is None or "{" in v or "\n" in v:
+        return check_template(v)
+    base_dir = Path((info.context or {}).get("base_dir") or ".")
+    path = Path(v.strip())
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # "~someone" with no such user: looked for as written
+        pass
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        missing = not path.exists() and not path.is_symlink()
+    except OSError:  # not even a possible file name (too long): read_text says so
+        missing = False
+    if missing:
+        raise ValueError(f"no file {path}; a template written inline must contain {{question}}")
+    try:
+        text = read_prompt_file(path, "prompt_template")
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    try:
+        return check_template(text.removesuffix("\n").removesuffix("\r"))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # YAML reads .inf and .nan as floats; no setting means either (an infinite price or speed).
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class Generation(Strict):
@@ -404,7 +475,8 @@ class ModelBase(Strict):
         None, description="Overrides the file's system prompt; 'none' sends none."
     )
     prompt_template: str | None = Field(
-        None, description="Replaces the built-in question rendering; {question} {context} {options}."
+        None, description="Replaces the built-in question rendering: a template with {question}, "
+        "{context} and {options}, or a file holding one (relative to this file)."
     )
     generation: GenerationOverride | None = Field(None, description="Overrides of the file's generation.")
     gpus: int | None = Field(
@@ -434,8 +506,8 @@ class ModelBase(Strict):
 
     @field_validator("prompt_template")
     @classmethod
-    def _template_fields(cls, v: str | None) -> str | None:
-        return check_template(v)
+    def _template(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return resolve_template(v, info)
 
     @model_validator(mode="after")
     def _folder_is_its_own(self) -> ModelBase:

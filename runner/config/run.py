@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 from runner.benchmarks.source import BenchmarkSource
 from runner.config.backends import ModelSpec, infer_backend
@@ -18,7 +19,7 @@ from runner.config.base import (
     Strict,
     check_output_url,
     check_safe_name,
-    check_template,
+    resolve_template,
 )
 from runner.errors import ConfigError
 
@@ -52,7 +53,8 @@ class RunConfig(Strict):
         default_factory=Generation, description="Decoding settings for all models."
     )
     prompt_template: str | None = Field(
-        None, description="Replaces the built-in question rendering for all models."
+        None, description="Replaces the built-in question rendering for all models: a template with "
+        "{question}, {context} and {options}, or a file holding one (relative to this file)."
     )
     cluster: ClusterConfig = Field(
         default_factory=ClusterConfig, description="Kubernetes settings (render and submit only)."
@@ -75,8 +77,8 @@ class RunConfig(Strict):
 
     @field_validator("prompt_template")
     @classmethod
-    def _template(cls, v: str | None) -> str | None:
-        return check_template(v)
+    def _template(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return resolve_template(v, info)
 
     @field_validator("output")
     @classmethod
@@ -99,13 +101,20 @@ class RunConfig(Strict):
     def _unique_dirs(self) -> RunConfig:
         seen: dict[str, int] = {}
         for i, m in enumerate(self.models):
-            # Case-folded: on macOS and Windows 'Echo' and 'echo' are one folder.
-            folded = m.model_dir.lower()
+            # On macOS and Windows 'Echo' and 'echo' are one folder, and on macOS so are 'café'
+            # written with one code point for 'é' (NFC) and with 'e' and a combining accent (NFD).
+            folded = unicodedata.normalize("NFC", m.model_dir.lower())
             if folded in seen:
-                raise ValueError(
-                    f"models[{i}] and models[{seen[folded]}] would both write to "
-                    f"'{m.model_dir}'; give one of them a distinct 'name'"
-                )
+                first = self.models[seen[folded]].model_dir
+                where = f"'{m.model_dir}'"
+                if first != m.model_dir and first.lower() == m.model_dir.lower():
+                    where += (f" and '{first}', one folder on macOS and Windows (the names differ only "
+                              "in case)")
+                elif first != m.model_dir:  # they look alike: ascii() shows how they differ
+                    where += (f" and '{first}', one folder on macOS ({ascii(m.model_dir)} and {ascii(first)} "
+                              "differ only in how a letter is encoded, NFD or NFC)")
+                raise ValueError(f"models[{i}] and models[{seen[folded]}] would both write to {where}; "
+                                 "give one of them a distinct 'name'")
             seen[folded] = i
         return self
 
