@@ -41,14 +41,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from runner.artefacts.keys import Keys
-from runner.artefacts.records import ModelManifest, now_iso
-from runner.artefacts.stored import first_error, load_staged_questions, read_manifest, read_run_info
+from runner.artefacts.records import ModelManifest
+from runner.artefacts.stored import first_error, load_staged_questions, read_run_info
 from runner.backends import backend_class
 from runner.config import check_run_id, check_safe_name
 from runner.engine.model_run import ModelRun, model_leases
 from runner.errors import InputError, MedbenchError, StorageError, StorageNotFound
 from runner.plan import ModelTask, Plan, plan_from_run
-from runner.redact import redact
 from runner.storage import Storage, open_storage
 from runner.storage.lease import Owner
 
@@ -303,43 +302,6 @@ def _log_wait(what: str, holder: Owner | None) -> None:
     log.info("%s is being run by %s; waiting until it finishes or its lease expires", what, who)
 
 
-def _leave_no_running(model_run: ModelRun, error: BaseException, stored_log: StorageLog) -> None:
-    """After ``error`` stopped ``model_run``: if its stored manifest still says ``running``
-    (the error struck after it was written, say while the answers were being assembled), mark
-    it failed with the reason; if storage refuses that too, say so.
-
-    Only a manifest of this model's settings that says ``running`` is touched: one of other
-    settings (the run was refused) or one already complete or failed is left as it is, and a
-    lease taken over leaves the manifest to its new holder.
-    """
-    lease = model_run.lease
-    if lease is not None and lease.lost is not None:
-        return
-    m = model_run.manifest
-    where = f"{model_run.storage.url}/{model_run.manifest_key}"
-    try:
-        stored = read_manifest(model_run.storage, model_run.manifest_key)
-        if stored is None or stored.status != "running" or stored.params_hash != m.params_hash:
-            return
-        if not (m.status == "failed" and m.error):
-            m.status, m.error = "failed", _reason(error)
-        m.finished_at = m.finished_at or now_iso()
-        model_run.save_manifest()
-    except StorageError as e:
-        line = (f"warning: {where} still says 'running': it could not be marked failed ({e}); "
-                "the next attempt sets it right")
-        print(line, file=sys.stderr)
-        stored_log.note(line)
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
-    if isinstance(error, MedbenchError):
-        return redact(str(error)) or type(error).__name__
-    return redact(f"{type(error).__name__}: {error}")
-
-
 def run(target: Target) -> int:
     storage = open_storage(target.output, endpoint_url=target.endpoint)
     plan = load_run(storage, target.run_id)
@@ -359,9 +321,9 @@ def run(target: Target) -> int:
                                      shards=shards, lease=lease, sizing=target.sizing)
                 try:
                     manifest = model_run.run()
-                except BaseException as e:
-                    _leave_no_running(model_run, e, stored_log)
-                    raise
+                finally:
+                    if model_run.stopped_note:
+                        stored_log.note(model_run.stopped_note)
         except MedbenchError as e:
             stored_log.note(f"error: {e}")
             raise

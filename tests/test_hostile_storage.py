@@ -156,6 +156,22 @@ def test_a_pod_that_fails_while_finishing_marks_its_manifest_failed(project, s3,
     assert "/records/" in manifest["error"] and manifest["finished_at"]
 
 
+def test_a_local_run_that_fails_while_finishing_marks_its_manifest_failed(project, s3, monkeypatch, capsys):
+    """`launcher run` runs the same ModelRun as a pod: the same promise holds without runner/main."""
+    write(project / "questions.jsonl", questions())
+    write(project / "models.yaml", config(s3.url(), s3.endpoint))
+    monkeypatch.setenv("MEDBENCH_S3_MAX_ATTEMPTS", "2")
+    s3.proxy.cut_body(times=1000, path_contains="/records/")  # every answer stored, none readable
+
+    assert run_cli("run", "models.yaml") == 1
+
+    assert "Traceback" not in capsys.readouterr().err
+    run_id = {k.split("/")[1] for k in s3.keys("runs/")}.pop()
+    manifest = json.loads(stored(s3, run_id, "manifest.json"))
+    assert manifest["status"] == "failed"
+    assert "/records/" in manifest["error"] and manifest["finished_at"]
+
+
 def test_a_pod_that_cannot_mark_its_manifest_says_so(project, s3, monkeypatch, capsys):
     run_id = stage(project, s3)
     monkeypatch.setenv("MEDBENCH_S3_MAX_ATTEMPTS", "1")

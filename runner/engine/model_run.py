@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -39,10 +40,11 @@ from runner.engine.batching import Batches
 from runner.engine.concurrent import ConcurrentStats, run_concurrent
 from runner.engine.embedding import EmbeddingStats, run_embedding
 from runner.engine.recording import NullProgress, Progress
-from runner.errors import BackendFatal, InputError, MedbenchError
+from runner.errors import BackendFatal, InputError, MedbenchError, StorageError
 from runner.plan import ModelTask, Plan
 from runner.prompts import embedding_text, render_question
 from runner.questions import Question
+from runner.redact import redact
 from runner.storage import Storage
 from runner.storage.lease import Leases
 
@@ -140,6 +142,9 @@ class ModelRun:
             sizing=sizing,
         )
         self.tokens_out = 0
+        #: The line said when the run stopped on an error and its manifest could not be marked
+        #: failed (storage refused): the pod copies it into its stored log.
+        self.stopped_note: str | None = None
 
     @property
     def manifest_key(self) -> str:
@@ -195,6 +200,37 @@ class ModelRun:
             setattr(m, name, value)
 
     def run(self) -> ModelManifest:
+        """Answer what is left; the manifest says how it ended. Never leaves it ``running``:
+        an error that stops the run (say, storage failing while the answers are assembled)
+        marks it failed with the reason, or, when storage refuses even that, says so on
+        stderr and in :attr:`stopped_note`."""
+        try:
+            return self._run()
+        except BaseException as e:
+            self._leave_no_running(e)
+            raise
+
+    def _leave_no_running(self, error: BaseException) -> None:
+        """Only a stored manifest of this model's settings that says ``running`` is touched:
+        one of other settings (the run was refused) or one already complete or failed is left
+        as it is, and a lease taken over leaves the manifest to its new holder."""
+        if self.lease is not None and self.lease.lost is not None:
+            return
+        m = self.manifest
+        try:
+            stored = read_manifest(self.storage, self.manifest_key)
+            if stored is None or stored.status != "running" or stored.params_hash != m.params_hash:
+                return
+            if not (m.status == "failed" and m.error):
+                m.status, m.error = "failed", _reason(error)
+            m.finished_at = m.finished_at or now_iso()
+            self.save_manifest()
+        except StorageError as e:
+            self.stopped_note = (f"warning: {self.storage.url}/{self.manifest_key} still says 'running': "
+                                 f"it could not be marked failed ({e}); the next attempt sets it right")
+            print(self.stopped_note, file=sys.stderr)
+
+    def _run(self) -> ModelManifest:
         self._carry_over()
         mine = self.mine()
         records = read_records(self.storage, self.keys)
@@ -368,3 +404,11 @@ def _usage(records: dict[int, ResponseRecord], spec: APIModel,
         usage["cost_usd"] = round(sum(r.cost_usd or 0.0 for r in answered), 6)
         usage["prices_per_million"] = spec.prices.model_dump()
     return usage
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, MedbenchError):
+        return redact(str(error)) or type(error).__name__
+    return redact(f"{type(error).__name__}: {error}")
