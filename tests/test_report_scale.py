@@ -22,7 +22,7 @@ from launcher.scoring.cache import MAX_SHARDS, ArrayCache, text_key
 from launcher.scoring.metrics import compute_metrics
 from launcher.scoring.run_data import load_run
 from tests.cdp import CHROMIUM, Chromium
-from tests.conftest import PUBMEDQA, REPO, run_cli
+from tests.conftest import NO_PUBMEDQA, PUBMEDQA, REPO, run_cli
 from tests.report_fixtures import (
     FakeModel,
     page_data,
@@ -188,7 +188,7 @@ def test_the_page_data_is_inert_whatever_the_answers_hold(tmp_path):
 def big_page(tmp_path_factory) -> tuple[Path, dict]:
     """20 models x 1,000 questions with answers as long as real ones; one answer is the needle."""
     if not PUBMEDQA.exists():
-        pytest.skip(f"{PUBMEDQA} not present (it lives in shared/, beside the repo)")
+        pytest.skip(NO_PUBMEDQA)
     from runner.questions import load_questions
 
     questions = scaled_questions(load_questions(PUBMEDQA), 1000)

@@ -40,7 +40,10 @@ QuestionsSource = Annotated[
 class RunConfig(Strict):
     """A models.yaml file."""
 
-    name: str = Field("medbench", description="The run's name; part of the run id.")
+    name: str = Field(
+        "medbench", description=f"The run's name; part of the run id: letters, digits, '.', '_' and '-', "
+        f"starting with a letter or digit, at most {MAX_RUN_NAME} characters."
+    )
     questions: QuestionsSource = Field(
         description="A JSONL question file (relative to this file), or a named benchmark such as "
         "{benchmark: medqa, split: test, limit: 500, seed: 0} (`launcher benchmarks` lists them)."
