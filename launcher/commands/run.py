@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument("--only", action="append", metavar="NAME",
                    help="run only this model (id or folder name); repeatable. Only the named models "
                         "are checked (API keys, GPU, weights); the run id still covers the whole file")
-    p.add_argument("--output", metavar="OUTPUT", help=f"override the config's output: {expected_outputs()}")
+    p.add_argument("--output", metavar="DIR", help=f"override the config's output: {expected_outputs()}")
     p.add_argument("--run-id", metavar="ID",
                    help="use this run id instead of the one derived from the config and questions")
     p.add_argument("--wait", action="store_true",
