@@ -17,7 +17,7 @@ import yaml
 
 from runner.config import parse_config
 from runner.errors import ConfigError, StorageNotFound, StorageURLError
-from runner.storage import SCHEMES, Scheme, Storage, open_storage, scheme_of
+from runner.storage import SCHEMES, PodAccess, Scheme, Storage, open_storage, scheme_of
 from tests.conftest import run_cli, write
 
 # --- the throwaway scheme: one module (this class) and one entry (MEM) -------------------------
@@ -208,24 +208,22 @@ def test_collect_brings_a_run_into_a_local_folder_only(dest, project, capsys):
     assert list(project.iterdir()) == []
 
 
-def test_what_the_registry_says_of_s3_and_of_a_folder():
-    class Secrets:
-        s3 = "team-s3"
-
-    class Cluster:
-        s3_endpoint = "http://minio.minio:9000"
-        secrets = Secrets()
-
+def test_what_the_registry_says_of_s3_and_of_a_folder(project):
+    write(project / "questions.jsonl", '{"question": "q"}\n')
+    cluster = parse_config(CONFIG.format(output="s3://medbench/runs") + "cluster:\n  s3_endpoint: "
+                           "http://minio.minio:9000\n  secrets: {s3: team-s3}\n", base_dir=project).cluster
     s3 = scheme_of("s3://medbench/runs")
     assert s3.remote and not scheme_of("results").remote and not scheme_of("/shared/runs").remote
-    assert s3.endpoint(Cluster()) == "http://minio.minio:9000"
-    access = s3.pod_access(Cluster())
+    assert s3.endpoint(cluster) == "http://minio.minio:9000"
+    access = s3.pod_access(cluster)
     assert access.env == (("AWS_ENDPOINT_URL", "http://minio.minio:9000"),)
+    # The Secret models.yaml names (cluster.secrets.s3), its keys optional: a workload identity
+    # may stand in for them...
     assert [(k.env, k.secret, k.key, k.optional) for k in access.secrets] == [
         ("AWS_ACCESS_KEY_ID", "team-s3", "access-key-id", True),
         ("AWS_SECRET_ACCESS_KEY", "team-s3", "secret-access-key", True)]
-    # At its own endpoint a store has no workload identity: the keys are needed after all.
+    # ...except at a store's own endpoint, which has none: there they are needed.
     assert all("takes keys" in k.needed for k in access.secrets)
-    Cluster.s3_endpoint = None  # type: ignore[assignment]
-    assert s3.pod_access(Cluster()).env == () and not any(k.needed for k in s3.pod_access(Cluster()).secrets)
-    assert scheme_of("results").pod_access(Cluster()).secrets == ()
+    cluster.s3_endpoint = None
+    assert s3.pod_access(cluster).env == () and not any(k.needed for k in s3.pod_access(cluster).secrets)
+    assert scheme_of("results").pod_access(cluster) == PodAccess()
