@@ -30,7 +30,7 @@ from runner.config import APIModel, descriptor
 from runner.config.base import GPU_TYPES
 from runner.errors import StorageError
 from runner.plan import ModelTask, Plan
-from runner.storage import Storage, is_s3, open_storage
+from runner.storage import Storage, open_storage, scheme_of
 
 #: Output tokens a second for one pod on an A100-80GB, by parameters (billions, upper bound):
 #: transformers' generate, batch 32, 16-bit weights, greedy. Coarse on purpose: stated as estimates.
@@ -211,7 +211,7 @@ MAX_HISTORY_RUNS = 20
 def _candidate_runs(plan: Plan) -> list[str]:
     output = plan.config.output
     runs = [e.run_id for e in reversed(runindex.entries()) if e.output.rstrip("/") == output.rstrip("/")]
-    if not is_s3(output):
+    if not scheme_of(output).remote:
         root = Path(output) if Path(output).is_absolute() else Path.cwd() / output
         if root.is_dir():
             local = sorted((p for p in root.iterdir() if (p / "run.json").is_file()),
@@ -223,12 +223,8 @@ def _candidate_runs(plan: Plan) -> list[str]:
 
 def _storage(plan: Plan) -> Storage:
     output = plan.config.output
-    if is_s3(output):
-        from runner.storage.s3 import S3Storage
-
-        # Two attempts: history is a nicety, and a store that does not answer must not hold the plan up.
-        return S3Storage(output, endpoint_url=plan.config.cluster.s3_endpoint, max_attempts=2)
-    return open_storage(output)
+    # Two attempts: history is a nicety, and a store that does not answer must not hold the plan up.
+    return open_storage(output, endpoint_url=scheme_of(output).endpoint(plan.config.cluster), max_attempts=2)
 
 
 def _measured(parts: list[ModelManifest | None], run_id: str) -> Measured | None:
@@ -249,7 +245,7 @@ def history(plan: Plan) -> tuple[dict[str, Measured], list[str]]:
     Only runs of a model with exactly these settings (the same ``params_hash``) count."""
     runs = _candidate_runs(plan)
     wanted = {t.model_dir: t for t in plan.tasks if t.spec.kind == "generate" and t.spec.backend != "echo"}
-    if not wanted or (runs == [plan.run_id] and is_s3(plan.config.output)):
+    if not wanted or (runs == [plan.run_id] and scheme_of(plan.config.output).remote):
         return {}, []
     try:
         storage = _storage(plan)

@@ -6,7 +6,6 @@ The same ``runner.engine.model_run.ModelRun`` that a cluster pod uses, with rich
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -26,9 +25,8 @@ from runner.artefacts.stored import check_can_stage, stage_run
 from runner.backends import backend_class
 from runner.config import RunConfig
 from runner.engine.model_run import ModelRun, model_leases
-from runner.errors import InputError
 from runner.plan import ModelTask, Plan, make_plan
-from runner.storage import Storage, open_storage
+from runner.storage import Storage, open_storage, scheme_of
 from runner.storage.lease import Leases, Owner
 
 # Everything printed here that did not come from our own code (a model id, a run name, a
@@ -122,18 +120,6 @@ def take_leases(plan: Plan, tasks: list[ModelTask], storage: Storage, *, wait: b
     return leases
 
 
-def check_local_output(url: str) -> None:
-    """``InputError`` when a local output's path runs through a file (``notes.txt/out``): the
-    user's mistake, said before anything is written, not a failed write (exit 1) later."""
-    if "://" in url:
-        return
-    for parent in Path(url).expanduser().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"output {url}: {parent} is a file; expected a folder")
-            return
-
-
 def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | None = None,
               console: Console | None = None, wait: bool = False) -> tuple[Plan, list[ModelManifest]]:
     console = console or Console()
@@ -144,8 +130,9 @@ def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | No
     plan = make_plan(cfg, run_id=run_id)
     tasks = selected_tasks(plan, only)
     preflight(tasks)
-    check_local_output(cfg.output)
-    storage = open_storage(cfg.output, endpoint_url=cfg.cluster.s3_endpoint)
+    scheme = scheme_of(cfg.output)
+    endpoint = scheme.endpoint(cfg.cluster)
+    storage = open_storage(cfg.output, endpoint_url=endpoint)
     check_can_stage(plan, storage)  # a run refused for its input is not kept waiting first
     leases = take_leases(plan, tasks, storage, wait=wait, console=console)
     try:
@@ -169,8 +156,9 @@ def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | No
             console.print(Text.assemble((m.model_dir, "red"), f": {m.error}"), highlight=False)
     where = f"{storage.url.rstrip('/')}/{plan.run_id}"
     # soft_wrap: the terminal wraps a long command, so that it copies and pastes whole.
-    if storage.url.startswith("s3://"):
-        console.print(f"next: launcher collect {plan.run_id} --from {storage.url}", markup=False,
+    if scheme.remote:
+        flags = f" --endpoint {endpoint}" if endpoint else ""
+        console.print(f"next: launcher collect {plan.run_id} --from {storage.url}{flags}", markup=False,
                       highlight=False, soft_wrap=True)
     else:
         console.print(f"next: launcher show {where} 1   |   launcher report {where}", markup=False,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from launcher import runindex
 from runner.errors import ClusterError, StorageError
-from runner.storage import open_storage
+from runner.storage import check_url, open_storage
 
 DEFAULT_OUTPUT = "results"
 
@@ -63,7 +63,7 @@ def cluster_args(run_id: str, namespace: str | None, context: str | None,
 def _from_jobs(run_id: str, namespace: str | None, context: str | None,
                kubeconfig: str | None) -> RunLocation | None:
     from launcher.k8s.client import Cluster
-    from launcher.k8s.render import ANN_OUTPUT, ANN_S3_ENDPOINT
+    from launcher.k8s.render import ANN_ENDPOINT, ANN_OUTPUT
 
     try:
         cluster = Cluster(namespace, kubeconfig=kubeconfig, context=context)
@@ -73,7 +73,7 @@ def _from_jobs(run_id: str, namespace: str | None, context: str | None,
     for job in jobs:
         ann = job["metadata"].get("annotations") or {}
         if ann.get(ANN_OUTPUT):
-            return RunLocation(run_id, ann[ANN_OUTPUT], ann.get(ANN_S3_ENDPOINT), cluster.namespace,
+            return RunLocation(run_id, ann[ANN_OUTPUT], ann.get(ANN_ENDPOINT), cluster.namespace,
                                context, kubeconfig, found_by=f"its Jobs in namespace {cluster.namespace}",
                                submitted=True)
     return None
@@ -84,7 +84,8 @@ def locate(run_id: str, *, source: str | None = None, endpoint: str | None = Non
            ask_cluster: bool = True) -> RunLocation:
     entry = runindex.lookup(run_id)
     ns, ctx, kc = cluster_args(run_id, namespace, context, kubeconfig)
-    if source:
+    if source is not None:  # --from "" is refused, not ignored
+        check_url(source, "--from")
         return RunLocation(run_id, source, endpoint, ns, ctx, kc, found_by="--from",
                            submitted=entry is not None)
     if entry is not None:

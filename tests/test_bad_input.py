@@ -420,7 +420,7 @@ CASES = [
     Case("output-s3-without-bucket", output("s3:///runs"), 2, "expected s3://bucket/prefix"),
     Case("output-s3-prefix-climbs-out", output("s3://medbench/../runs"), 2, "'..'"),
     Case("output-is-a-file", output_is_a_file, 2, "out: is a file; expected a folder"),
-    Case("output-empty", output('""'), 2, "output: output must not be empty"),
+    Case("output-empty", output('""'), 2, "output: must not be empty"),
     Case("output-under-a-file", output_under_a_file, 2,
          "output notes.txt/runs: notes.txt is a file; expected a folder"),
     Case("model-names-nfc-and-nfd",

@@ -24,7 +24,7 @@ from runner.config import RunConfig, load_config
 from runner.config.base import check_dns_label, check_object_name
 from runner.errors import InputError
 from runner.plan import Plan
-from runner.storage import is_s3
+from runner.storage import SCHEMES, scheme_of
 
 if TYPE_CHECKING:
     from launcher.k8s.sizing import JobSize
@@ -100,7 +100,7 @@ def _render(args) -> tuple[RunConfig, Plan, list[dict], dict[str, JobSize]]:
     plan = make_plan(cfg)
     sizes = size_plan(plan)
     options = RenderOptions(sizes=sizes)
-    if not is_s3(cfg.output) and args.shared_output_pvc:
+    if not scheme_of(cfg.output).remote and args.shared_output_pvc:
         try:
             check_object_name(args.shared_output_pvc)
         except ValueError as e:
@@ -111,8 +111,9 @@ def _render(args) -> tuple[RunConfig, Plan, list[dict], dict[str, JobSize]]:
 
 
 def _local_output_message(cfg: RunConfig, source: str) -> str:
+    remote = " or ".join(s.example for s in SCHEMES.values() if s.remote)
     return (f"{source}: output: '{cfg.output}' is a local folder, which pods in the cluster cannot see; "
-            "use s3://bucket/prefix, or pass --shared-output-pvc PVC if the folder is on a shared "
+            f"use {remote}, or pass --shared-output-pvc PVC if the folder is on a shared "
             "filesystem held by that PersistentVolumeClaim")
 
 
@@ -120,7 +121,7 @@ def cmd_render(args) -> int:
     from launcher.commands.plan import print_sizes
 
     cfg, plan, jobs, sizes = _render(args)
-    if not is_s3(cfg.output) and not args.shared_output_pvc:
+    if not scheme_of(cfg.output).remote and not args.shared_output_pvc:
         err_console.print(Text("warning: ", style="yellow") + Text(_local_output_message(cfg, args.config)))
     print_sizes(plan, sizes, all_lines=True)
     if args.out_dir:
@@ -147,7 +148,9 @@ def cmd_submit(args) -> int:
 
     # Everything that can be checked without the cluster, first: nothing is staged on bad input.
     cfg, plan, jobs, sizes = _render(args)
-    if not is_s3(cfg.output) and not args.shared_output_pvc:
+    scheme = scheme_of(cfg.output)
+    endpoint = scheme.endpoint(cfg.cluster)
+    if not scheme.remote and not args.shared_output_pvc:
         raise InputError(_local_output_message(cfg, args.config))
     print_sizes(plan, sizes, all_lines=False)
 
@@ -155,11 +158,12 @@ def cmd_submit(args) -> int:
     cluster = Cluster(cfg.cluster.namespace, kubeconfig=args.kubeconfig, context=args.context)
     cluster.check_reachable()
     ns = cluster.namespace
-    storage = open_storage(cfg.output, endpoint_url=cfg.cluster.s3_endpoint)
+    storage = open_storage(cfg.output, endpoint_url=endpoint)
     if not args.force:
-        s3 = is_s3(cfg.output)
-        report = check(cluster, cfg, jobs, sizes, output_pvc=None if s3 else args.shared_output_pvc,
-                       storage=storage if s3 else None, run_id=plan.run_id)
+        # A remote store is asked whether it answers; a shared folder's PVC, whether it exists.
+        remote = scheme.remote
+        report = check(cluster, cfg, jobs, sizes, output_pvc=None if remote else args.shared_output_pvc,
+                       storage=storage if remote else None, run_id=plan.run_id)
         if report.not_checked:
             err_console.print(Text(f"preflight: not checked, your role may not read them: "
                                    f"{', '.join(report.not_checked)}", style="dim"))
@@ -188,15 +192,14 @@ def cmd_submit(args) -> int:
         stage_run(plan, storage)
     results = {job["metadata"]["name"]: cluster.create_job(job) for job in jobs}
     created = sum(1 for r in results.values() if r == "created")
-    where = cfg.output if is_s3(cfg.output) else str(Path(cfg.output).resolve())
+    where = cfg.output if scheme.remote else str(Path(cfg.output).resolve())
     console.print(Text(f"run {plan.run_id}: {len(jobs)} Job(s) in namespace {ns} ({created} created, "
                        f"{len(jobs) - created} already there); results go to "
                        f"{where.rstrip('/')}/{plan.run_id}"))
     _print_jobs(jobs, results)
-    remembered = _remember(args, cfg, plan.run_id, where, ns)
+    remembered = _remember(args, plan.run_id, where, endpoint, ns)
     flags = "" if remembered else _flags(args, ns)
-    source = "" if remembered else f" --from {where}" + (
-        f" --endpoint {cfg.cluster.s3_endpoint}" if cfg.cluster.s3_endpoint else "")
+    source = "" if remembered else f" --from {where}" + (f" --endpoint {endpoint}" if endpoint else "")
     enough = " (the run id is enough: this machine remembers where it went)" if remembered else ""
     console.print(Text(f"next:{enough}"))
     for line in (f"launcher status {plan.run_id}{source}{flags} --watch",
@@ -207,12 +210,12 @@ def cmd_submit(args) -> int:
     return 0
 
 
-def _remember(args, cfg: RunConfig, run_id: str, where: str, ns: str) -> bool:
+def _remember(args, run_id: str, where: str, endpoint: str | None, ns: str) -> bool:
     """Record the run in the local index; a cache that cannot be written costs only a warning."""
     from launcher import runindex
 
     entry = runindex.RunEntry(
-        run_id=run_id, output=where, endpoint=cfg.cluster.s3_endpoint, namespace=ns, context=args.context,
+        run_id=run_id, output=where, endpoint=endpoint, namespace=ns, context=args.context,
         kubeconfig=str(Path(args.kubeconfig).resolve()) if args.kubeconfig else None,
         config=str(Path(args.config).resolve()))
     try:

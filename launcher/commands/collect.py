@@ -7,7 +7,7 @@ tool's compare snippet, ``launcher report`` and a later local resume all work on
 Idempotent: a file already present with the same size and content (the S3 ETag is the MD5 of
 a single-part upload; multipart tags are recomputed from the part size) is skipped, so running
 collect again fetches only what changed. Local files that are not in storage are never touched.
-Each download is checked against the listing (``S3Storage.download_file``) before it replaces
+Each download is checked against the listing (the store's ``download_file``) before it replaces
 anything. A model whose responses.jsonl is missing or disagrees with its records (two shards
 that finished together, a pod killed at the very end) gets it rebuilt locally from its records,
 unless the rebuilt file would hold fewer answers than storage does.
@@ -40,11 +40,9 @@ from runner.artefacts.stored import (
     read_run_info,
 )
 from runner.config import RunConfig
-from runner.errors import InputError, StorageError
+from runner.errors import InputError, StorageError, StorageURLError
 from runner.plan import plan_from_run
-from runner.storage import LocalStorage, Storage, open_storage
-from runner.storage.etag import file_md5
-from runner.storage.etag import matches as etag_matches
+from runner.storage import Storage, check_url, open_storage, scheme_of
 
 DEFAULT_DEST = "results"
 DEFAULT_WORKERS = 8
@@ -73,28 +71,6 @@ class CollectResult:
     incomplete: list[str] = field(default_factory=list)  # models with answers still missing
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (key, why) of keys not collected
     not_rebuilt: list[tuple[str, str]] = field(default_factory=list)  # (model, why): derived files kept
-
-
-def inventory(storage: Storage, prefix: str) -> Inventory:
-    """Every key under ``prefix`` with its size and, where the store has one, its tag."""
-    from runner.storage.s3 import S3Storage
-
-    if isinstance(storage, S3Storage):
-        return storage.list_info(prefix)  # one listing, no request per key
-    if isinstance(storage, LocalStorage):
-        return {k: ((storage.root / k).stat().st_size, None) for k in storage.list(prefix)}
-    return {k: storage.size_and_etag(k) for k in storage.list(prefix)}
-
-
-def unchanged(source: Storage, key: str, local: Path, size: int, etag: str | None) -> bool:
-    """True when ``local`` already holds exactly what ``key`` holds."""
-    if not local.is_file() or local.stat().st_size != size:
-        return False
-    if etag is None:
-        if isinstance(source, LocalStorage):
-            return file_md5(source.root / key) == file_md5(local)
-        return False
-    return etag_matches(local, etag, ours=getattr(source, "multipart_chunksize", 8 * 1024 * 1024))
 
 
 def _name_limits(dest_root: Path) -> tuple[int, int]:
@@ -191,15 +167,16 @@ def collect_run(source: Storage, run_id: str, dest_root: Path, *, workers: int =
     info = read_run_info(source, run_id)  # InputError when there is no such run
     cfg = run_config(info, f"{source.url}/{Keys(run_id).run_json}")
     result = CollectResult(dest=dest_root / run_id)
-    same_place = isinstance(source, LocalStorage) and source.root.resolve() == dest_root.resolve()
-    listed = {} if same_place else inventory(source, run_id)
+    root = source.local_path("")
+    same_place = root is not None and root.resolve() == dest_root.resolve()
+    listed = {} if same_place else source.list_info(run_id)
     paths, result.left_out = _layout(dest_root, listed, run_id, {m.model_dir for m in cfg.models})
     _check_destination(dest_root, list(paths.values()))
     items = {k: v for k, v in listed.items() if k in paths}
     todo = []
     for key, (size, etag) in sorted(items.items()):
         local = paths[key]
-        if unchanged(source, key, local, size, etag):
+        if source.matches_file(key, local, size, etag):
             result.skipped.append(key)
         else:
             todo.append((key, local, size, etag))
@@ -221,7 +198,7 @@ def collect_run(source: Storage, run_id: str, dest_root: Path, *, workers: int =
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     result.downloaded.sort()
-    target = source if same_place else LocalStorage(dest_root)
+    target = source if same_place else open_storage(str(dest_root))
     present = set(target.list(run_id)) if same_place else set(items)
     stored = present if same_place else set(listed)
     _assemble_missing_responses(target, present, stored, run_id, info, cfg, result)
@@ -283,10 +260,22 @@ def _assemble_missing_responses(local: Storage, present: set[str], stored: set[s
         result.assembled.append(spec_dir)
 
 
+def check_dest(dest: str) -> Path:
+    """``--dest``: a local folder (collect brings a run home; it never copies between stores)."""
+    try:
+        local = not scheme_of(dest).remote
+    except StorageURLError:  # a scheme no store serves: not a folder either
+        local = False
+    if not local:
+        raise InputError(f"--dest {dest!r}: collect downloads into a local folder; give a folder such as "
+                         f"{DEFAULT_DEST}")
+    return Path(check_url(dest, "--dest")).expanduser()
+
+
 def cmd_collect(args) -> int:
     run_id = check_run_id(args.run)
+    dest_root = check_dest(args.dest)
     source = open_storage(source_url(args), endpoint_url=args.endpoint)
-    dest_root = Path(args.dest).expanduser()
     console = Console()
     columns = [TextColumn("collecting"), BarColumn(), DownloadColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) as progress:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from runner.config import check_run_id, load_config
 from runner.errors import InputError
+from runner.storage import check_url, expected_outputs
 
 
 def register(sub) -> None:
@@ -12,7 +13,7 @@ def register(sub) -> None:
     p.add_argument("--only", action="append", metavar="NAME",
                    help="run only this model (id or folder name); repeatable. Only the named models "
                         "are checked (API keys, GPU, weights); the run id still covers the whole file")
-    p.add_argument("--output", metavar="DIR", help="override the config's output (folder or s3://)")
+    p.add_argument("--output", metavar="DIR", help=f"override the config's output: {expected_outputs()}")
     p.add_argument("--run-id", metavar="ID",
                    help="use this run id instead of the one derived from the config and questions")
     p.add_argument("--wait", action="store_true",
@@ -25,8 +26,8 @@ def cmd_run(args) -> int:
     from launcher.local import run_local
 
     cfg = load_config(args.config)
-    if args.output:
-        cfg.output = args.output
+    if args.output is not None:  # --output "" is refused, not ignored
+        cfg.output = check_url(args.output, "--output")
     if args.run_id:
         try:
             check_run_id(args.run_id, "--run-id")

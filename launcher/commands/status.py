@@ -23,7 +23,7 @@ from launcher.locate import RunLocation, locate
 from launcher.runstate import RunProgress, format_elapsed, read_run
 from runner import config as runner_config
 from runner.errors import ClusterError, InputError
-from runner.storage import open_storage
+from runner.storage import expected_outputs, open_storage
 
 STATE_STYLE = {"pending": "dim", "running": "yellow", "complete": "green", "failed": "red"}
 JOB_DONE = ("complete", "failed")
@@ -50,11 +50,11 @@ def register(sub) -> None:
 def add_source_arguments(p) -> None:
     """--from and --endpoint, shared with ``launcher collect``."""
     p.add_argument("--from", dest="source", metavar="OUTPUT",
-                   help="where the run lives: s3://bucket/prefix or a folder (default: found from the run "
+                   help=f"where the run lives: {expected_outputs()} (default: found from the run "
                    "id: the runs submitted from here, $MEDBENCH_OUTPUT or ./results, the run's Jobs)")
     p.add_argument("--endpoint", metavar="URL",
-                   help="S3 endpoint (MinIO, Ceph); default the run's, else $AWS_ENDPOINT_URL_S3 / "
-                   "$AWS_ENDPOINT_URL")
+                   help="the store's endpoint (an S3 one at MinIO, Ceph); default the run's, else "
+                   "$AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL")
 
 
 def source_url(args) -> str:

@@ -5,10 +5,11 @@ Checked through the API, one line per problem, all of them before anything is st
 - the namespace exists;
 - the pods' ServiceAccount, the Hugging Face cache PVC and the shared-output PVC exist;
 - every Secret a Job reads by ``secretKeyRef`` exists and holds the key it reads (an optional one
-  is a problem only where it is needed: the HF token of a gated model, the S3 keys of a MinIO or
-  Ceph endpoint, where no workload identity stands in for them);
+  is a problem only where it is needed: the HF token of a gated model, the storage's keys where
+  its scheme says so, as S3's at a MinIO or Ceph endpoint, where no workload identity stands in
+  for them);
 - the image pull Secrets exist;
-- the bucket answers to the launcher's credentials.
+- the store (a remote one) answers to the launcher's credentials.
 
 What our role may not read (the medbench-launcher Role of k8s/rbac.yaml grants no Secrets, PVCs
 or ServiceAccounts, by design) is reported as not checked, not as a problem: the Job's pods then
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 from runner.config import RunConfig
 from runner.errors import ClusterError, StorageError
-from runner.storage import Storage
+from runner.storage import Storage, scheme_of
 
 from .client import Cluster, NotAllowed
 from .render import ANN_MODEL_ID
@@ -83,10 +84,9 @@ def _needed_optional(cfg: RunConfig, sizes: dict[str, JobSize]) -> dict[tuple[st
     gated = [m.id for m in cfg.models if sizes.get(m.model_dir) and sizes[m.model_dir].gated]
     if gated:
         need[(names.huggingface, "token")] = f"{', '.join(gated)} {'is' if len(gated) == 1 else 'are'} gated"
-    if cfg.cluster.s3_endpoint and cfg.output.startswith("s3://"):
-        why = f"the S3 endpoint {cfg.cluster.s3_endpoint} takes keys (no workload identity there)"
-        need[(names.s3, "access-key-id")] = why
-        need[(names.s3, "secret-access-key")] = why
+    for key in scheme_of(cfg.output).pod_access(cfg.cluster).secrets:
+        if key.needed:
+            need[(key.secret, key.key)] = key.needed
     return need
 
 

@@ -8,7 +8,8 @@ The pod contract, shared with ``runner/main.py``: the container runs ``runner`` 
 
 - ``MEDBENCH_OUTPUT`` the storage URL, ``MEDBENCH_RUN_ID``, ``MEDBENCH_MODEL`` (the model folder);
 - ``MEDBENCH_SHARDS`` for ``shards: N`` (an Indexed Job; Kubernetes sets ``JOB_COMPLETION_INDEX``);
-- ``AWS_ENDPOINT_URL`` when ``cluster.s3_endpoint`` is set, ``HF_HOME`` on the cache volume;
+- what the storage scheme's pods need (``runner.storage.schemes``: for ``s3://``,
+  ``AWS_ENDPOINT_URL`` when ``cluster.s3_endpoint`` is set), ``HF_HOME`` on the cache volume;
 - ``MEDBENCH_SIZING`` for models sized from their weights: the sizing's facts as JSON (parameters,
   dtype, where the figures came from, GPUs, memory), for the runner to record in the manifest;
 - credentials only by ``secretKeyRef``, and only those the model needs.
@@ -31,7 +32,7 @@ from typing import Any
 
 from runner.config import ClusterConfig, Placement, descriptor
 from runner.plan import ModelTask, Plan
-from runner.storage import is_s3
+from runner.storage import scheme_of
 
 from .names import job_name, label_value
 from .placement import merged_placement
@@ -50,14 +51,14 @@ ANN_MODEL_DIR = "medbench.io/model-dir"
 ANN_MODEL_ID = "medbench.io/model-id"
 ANN_SPEC_HASH = "medbench.io/spec-hash"
 ANN_OUTPUT = "medbench.io/output"
-ANN_S3_ENDPOINT = "medbench.io/s3-endpoint"
+#: The store's endpoint (any scheme's; the name is older than schemes other than s3://).
+ANN_ENDPOINT = "medbench.io/s3-endpoint"
 ANN_SIZING = "medbench.io/sizing"
 ENV_SIZING = "MEDBENCH_SIZING"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
-# Keys inside the S3 Secret (k8s/secrets.example.yaml creates it). A backend's own Secrets
-# are named by its descriptor (runner.config.backends).
-S3_KEY_ID, S3_SECRET = "access-key-id", "secret-access-key"
+# A backend's own Secrets are named by its descriptor (runner.config.backends); the storage's,
+# by its scheme (runner.storage.schemes).
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,9 @@ def render_job(plan: Plan, task: ModelTask, options: RenderOptions, size: JobSiz
     }
     annotations = {ANN_RUN_ID: plan.run_id, ANN_MODEL_DIR: task.model_dir, ANN_MODEL_ID: spec.id,
                    ANN_OUTPUT: output_of(plan, options)}
-    if cluster.s3_endpoint and is_s3(plan.config.output):
-        annotations[ANN_S3_ENDPOINT] = cluster.s3_endpoint
+    endpoint = scheme_of(plan.config.output).endpoint(cluster)
+    if endpoint:
+        annotations[ANN_ENDPOINT] = endpoint
     if size.sized:
         annotations[ANN_SIZING] = size.facts_json()
 
@@ -292,10 +294,7 @@ def _env(plan: Plan, task: ModelTask, cluster: ClusterConfig, options: RenderOpt
     names = cluster.secrets
     for need in descriptor(spec.backend).secrets:
         env.append(_secret_env(need.env_name(spec), getattr(names, need.secret), need.key, need.optional))
-    if is_s3(plan.config.output):
-        if cluster.s3_endpoint:
-            env.append({"name": "AWS_ENDPOINT_URL", "value": cluster.s3_endpoint})
-        # Optional: with IAM roles for service accounts (EKS, GKE workload identity) no Secret exists.
-        env.append(_secret_env("AWS_ACCESS_KEY_ID", names.s3, S3_KEY_ID, True))
-        env.append(_secret_env("AWS_SECRET_ACCESS_KEY", names.s3, S3_SECRET, True))
+    access = scheme_of(plan.config.output).pod_access(cluster)
+    env += [{"name": name, "value": value} for name, value in access.env]
+    env += [_secret_env(s.env, s.secret, s.key, s.optional) for s in access.secrets]
     return env

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from runner.artefacts.keys import RESERVED_NAMES
 from runner.errors import MB, ConfigError
 from runner.storage.endpoint import endpoint_problem
+from runner.storage.schemes import url_problem
 
 # A name becomes part of object-storage keys and folder names, so it must not be able to
 # climb out of its prefix or smuggle control characters into a path.
@@ -30,7 +31,6 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _CPU = re.compile(r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
 _MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 #: Variables the pods (and the launcher) set or read themselves: an API key under one of these
 #: names would overwrite ours, or be overwritten, in the same container.
 RESERVED_ENV_PREFIXES = ("MEDBENCH_", "AWS_", "KUBERNETES_")
@@ -73,20 +73,12 @@ def check_env_name(value: str) -> str:
 
 
 def check_output_url(value: str) -> str:
-    """``output``: a folder, or ``s3://bucket/prefix`` whose prefix cannot climb out of itself."""
-    if not value.strip():  # "" would put the run straight into the folder the launcher runs in
-        raise ValueError("output must not be empty; expected a folder (such as results) or s3://bucket/prefix")
-    if _CONTROL.search(value):
-        raise ValueError("output must not contain control characters")
-    if not value.startswith("s3://"):
-        return value
-    bucket, _, prefix = value[len("s3://"):].partition("/")
-    if not _S3_BUCKET.match(bucket) or ".." in bucket:
-        raise ValueError(f"{bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, '.' "
-                         "and '-'); expected s3://bucket/prefix")
-    parts = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
-    if any(p in ("", ".", "..") for p in parts):
-        raise ValueError("the prefix after the bucket must not contain '.', '..' or '//' parts")
+    """``output``: where a run can live, by the one rule every output goes through
+    (``runner.storage.schemes.url_problem``: a folder, or ``s3://bucket/prefix`` whose prefix
+    cannot climb out of itself)."""
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 

@@ -1,4 +1,5 @@
-"""The storage interface: a flat key space, implemented by ``local`` and ``s3``."""
+"""The storage interface: a flat key space, implemented by ``local``, ``s3`` and any scheme of
+``runner.storage.schemes``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from runner.errors import StorageNotFound
+from runner.storage.etag import file_md5
 
 
 class Storage(ABC):
-    """A flat key space. Writes of one key are atomic: a reader sees all of it or nothing."""
+    """A flat key space. Writes of one key are atomic: a reader sees all of it or nothing.
+
+    A scheme's class is opened as ``Class(url, endpoint_url=..., max_attempts=...)``
+    (``runner.storage.schemes``); a store without an endpoint or retries takes and ignores them.
+    """
 
     url: str
 
@@ -56,6 +62,28 @@ class Storage(ABC):
     def size_and_etag(self, key: str) -> tuple[int, str | None]:
         """Size in bytes and, where the store has one, an MD5-like tag (for collect)."""
         return len(self.read_bytes(key)), None
+
+    def list_info(self, prefix: str = "") -> dict[str, tuple[int, str | None]]:
+        """Every key under ``prefix`` with its size and tag (``size_and_etag``), for collect.
+
+        One lookup a key here; a store whose listing carries both (S3) overrides it with one
+        listing.
+        """
+        return {key: self.size_and_etag(key) for key in self.list(prefix)}
+
+    def local_path(self, key: str) -> Path | None:
+        """Where ``key`` lies on this machine's disk, for a store that is a folder; else None."""
+        return None
+
+    def matches_file(self, key: str, path: Path, size: int, etag: str | None) -> bool:
+        """True when the local file ``path`` already holds exactly what ``key`` holds, judged
+        from what a listing said of the key (``size``, ``etag``) without downloading it: collect
+        then skips it. A folder compares the two files; a store with tags overrides this.
+        """
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+        here = self.local_path(key)
+        return here is not None and file_md5(here) == file_md5(path)
 
     # --- conditional writes, for leases (runner.storage.lease) -----------------------------
     #

@@ -17,11 +17,19 @@ except ImportError:  # Windows: conditional writes fall back to check-then-write
 
 
 class LocalStorage(Storage):
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, endpoint_url: str | None = None, max_attempts: int | None = None):
+        """A folder has no endpoint and no retries: ``endpoint_url`` and ``max_attempts`` (the
+        arguments every scheme's class takes) are ignored."""
         self.root = Path(root).expanduser()
         self.url = str(self.root)
+        # The user's mistake, said before anything is written, not a failed write (exit 1) later.
         if self.root.exists() and not self.root.is_dir():
             raise StorageURLError(f"output {self.url}: is a file; expected a folder")
+        for parent in self.root.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise StorageURLError(f"output {self.url}: {parent} is a file; expected a folder")
+                break
 
     def _path(self, key: str) -> Path:
         parts = [p for p in key.split("/") if p]
@@ -46,6 +54,12 @@ class LocalStorage(Storage):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def list_info(self, prefix: str = "") -> dict[str, tuple[int, str | None]]:
+        return {key: (self._path(key).stat().st_size, None) for key in self.list(prefix)}
 
     def list(self, prefix: str = "") -> list[str]:
         base = self._path(prefix) if prefix else self.root

@@ -27,7 +27,6 @@ import io
 import logging
 import os
 import random
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +54,7 @@ from runner.storage.base import Storage, temp_beside
 from runner.storage.endpoint import endpoint_problem
 from runner.storage.etag import matches as etag_matches
 from runner.storage.etag import parts_count, parts_etag
+from runner.storage.schemes import SCHEMES
 
 log = logging.getLogger("medbench.storage")
 
@@ -79,27 +79,6 @@ CREDENTIALS_HINT = (
     "(in the cluster they come from the S3 Secret, cluster.secrets.s3); "
     "they are never read from models.yaml"
 )
-
-
-# Lower-case letters, digits, '.' and '-' (AWS's rule; MinIO and Ceph follow it). Upper case and
-# '_' are allowed by some old stores' "legacy" names, which boto3 refuses anyway.
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
-    if not url.startswith("s3://"):
-        raise StorageURLError(f"{url!r} is not an s3:// URL")
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    if not bucket:
-        raise StorageURLError(f"{url!r}: missing bucket name; expected s3://bucket/prefix")
-    if not _BUCKET.match(bucket):
-        raise StorageURLError(f"{url!r}: {bucket!r} is not an S3 bucket name (3-63 lower-case letters, "
-                              "digits, '.' and '-'); expected s3://bucket/prefix")
-    prefix = prefix.strip("/")
-    if any(part in (".", "..") for part in prefix.split("/")) or "\x00" in prefix:
-        raise StorageURLError(f"{url!r}: the prefix must not contain '.' or '..' parts")
-    return bucket, prefix
 
 
 def resolve_endpoint(endpoint_url: str | None) -> str | None:
@@ -128,7 +107,7 @@ class S3Storage(Storage):
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
     ):
-        self.bucket, self.prefix = parse_s3_url(url)
+        self.bucket, self.prefix = SCHEMES["s3"].split(url)  # the one URL rule, checked
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.endpoint_url = resolve_endpoint(endpoint_url)
         problem = self.endpoint_url and endpoint_problem(self.endpoint_url)
@@ -361,6 +340,14 @@ class S3Storage(Storage):
             if sum(parts) == size and parts_etag(tmp, parts) == etag:
                 return ""
         return f"does not match the listing (its MD5 differs from the ETag {etag})"
+
+    def matches_file(self, key: str, path: Path, size: int, etag: str | None) -> bool:
+        """The size, then the ETag: the MD5 of a single-part upload, of its parts' MD5s for a
+        multipart one (the likely part sizes, ours first). No ETag, or one that is no MD5
+        (SSE-KMS): not known to match, so collect downloads it again."""
+        if etag is None or not path.is_file() or path.stat().st_size != size:
+            return False
+        return etag_matches(path, etag, ours=self.multipart_chunksize)
 
     def size_and_etag(self, key: str) -> tuple[int, str | None]:
         head = self._head(key)
