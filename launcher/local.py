@@ -6,6 +6,7 @@ The same ``runner.engine.model_run.ModelRun`` that a cluster pod uses, with rich
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -120,6 +121,20 @@ def take_leases(plan: Plan, tasks: list[ModelTask], storage: Storage, *, wait: b
     return leases
 
 
+def remember(run_id: str, url: str, endpoint: str | None, console: Console) -> None:
+    """Note where the run went, so its id alone finds it from any folder (``launcher.locate``);
+    a cache that cannot be written costs a warning, never the run."""
+    from launcher import runindex
+
+    if not scheme_of(url).remote:
+        url = str(Path(url).resolve())
+    try:
+        runindex.record(runindex.RunEntry(run_id=run_id, output=url, endpoint=endpoint, submitted=False))
+    except OSError as e:
+        console.print(Text.assemble(("warning", "yellow"), f" could not remember run {run_id} in "
+                                    f"{runindex.index_path()} ({e}); pass --from to status and collect"))
+
+
 def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | None = None,
               console: Console | None = None, wait: bool = False) -> tuple[Plan, list[ModelManifest]]:
     console = console or Console()
@@ -140,6 +155,7 @@ def run_local(cfg: RunConfig, *, only: list[str] | None = None, run_id: str | No
     except BaseException:
         leases.release()
         raise
+    remember(plan.run_id, storage.url, endpoint, console)
     models = f"{len(tasks)} of {len(plan.tasks)} models" if only else f"{len(tasks)} models"
     console.print(Text.assemble("run ", (plan.run_id, "bold"), f" → {storage.url}/{plan.run_id}  "
                                 f"({len(plan.questions)} questions, {models})"))

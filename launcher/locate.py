@@ -3,7 +3,7 @@
 In order, the first that knows wins:
 
 1. ``--from`` (and ``--endpoint``): the user said where;
-2. the local index of runs submitted from this machine (``launcher.runindex``);
+2. the local index of runs submitted or run from this machine (``launcher.runindex``);
 3. ``$MEDBENCH_OUTPUT``, else ``./results``, when the run is there (a local ``launcher run``);
 4. the run's Jobs in the cluster (current kubeconfig context, or ``-n``/``--context``), whose
    annotations carry the storage URL and S3 endpoint (``launcher.k8s.render``);
@@ -87,10 +87,11 @@ def locate(run_id: str, *, source: str | None = None, endpoint: str | None = Non
     if source is not None:  # --from "" is refused, not ignored
         check_url(source, "--from")
         return RunLocation(run_id, source, endpoint, ns, ctx, kc, found_by="--from",
-                           submitted=entry is not None)
+                           submitted=entry is not None and entry.submitted)
     if entry is not None:
         return RunLocation(run_id, entry.output, endpoint or entry.endpoint, ns, ctx, kc,
-                           found_by=f"the index of submitted runs ({runindex.index_path()})", submitted=True)
+                           found_by=f"the index of runs started here ({runindex.index_path()})",
+                           submitted=entry.submitted)
     local = default_output()
     if _stored_at(local, endpoint, run_id):
         return RunLocation(run_id, local, endpoint, namespace, context, kubeconfig, found_by=local)

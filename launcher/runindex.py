@@ -1,8 +1,9 @@
-"""The local index of submitted runs: a run id is enough to find the run again.
+"""The local index of runs started from this machine: a run id is enough to find the run again.
 
 ``launcher submit`` records where each run went (storage URL and endpoint, namespace, kubeconfig
-context) in ``runs.json`` in the cache folder (``launcher.cache``). ``status``, ``logs``,
-``collect`` and ``cancel`` look the run id up there when no ``--from`` / ``-n`` is given. The
+context), and ``launcher run`` where it wrote (a folder, as an absolute path, or s3://), in
+``runs.json`` in the cache folder (``launcher.cache``). ``status``, ``logs``, ``collect`` and
+``cancel`` look the run id up there when no ``--from`` / ``-n`` is given. The
 index holds no secrets, only names and addresses; deleting it loses nothing but the
 convenience (the run's Jobs carry the same facts in their annotations while they exist).
 """
@@ -29,6 +30,8 @@ class RunEntry:
     kubeconfig: str | None = None
     submitted_at: str = ""
     config: str | None = None  #: the models.yaml it came from, as an absolute path
+    #: True for ``launcher submit`` (the run has Jobs worth asking about), False for ``launcher run``
+    submitted: bool = True
 
 
 def index_path() -> Path:
@@ -53,8 +56,14 @@ def lookup(run_id: str) -> RunEntry | None:
 
 
 def record(entry: RunEntry) -> None:
-    """Add or replace the run's entry; OSError when the cache folder cannot be written."""
+    """Add or replace the run's entry; OSError when the cache folder cannot be written.
+
+    A local run of a submitted run in the same storage (finishing a model on a laptop) keeps the
+    submitted entry: its namespace and context are what ``cancel`` and ``logs`` still need."""
     runs = _load()
+    old = lookup(entry.run_id)
+    if not entry.submitted and old is not None and old.submitted and old.output == entry.output:
+        return
     if not entry.submitted_at:
         entry = RunEntry(**{**asdict(entry), "submitted_at": datetime.now(UTC).isoformat(timespec="seconds")})
     runs.pop(entry.run_id, None)

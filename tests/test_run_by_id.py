@@ -156,3 +156,38 @@ def test_a_run_whose_cluster_is_gone_still_shows_its_progress(cluster, submitted
     assert "5/5" in out and "Job states not shown: cannot reach the Kubernetes API server" in out
     # Asking for the Jobs outright makes the dead cluster an error.
     assert run_cli("status", run_id, "--jobs") == 1
+
+
+LOCAL_CONFIG = """
+name: ward
+questions: q.jsonl
+output: {output}
+{cluster}models:
+  - id: echo-a
+    backend: echo
+"""
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_local_run_written_elsewhere_is_found_by_its_id_from_any_folder(where, project, s3, tmp_path,
+                                                                          monkeypatch, capsys):
+    """`launcher run` into /data/runs or s3://, then `status RUN` from another folder: no --from."""
+    monkeypatch.setenv("MEDBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MEDBENCH_OUTPUT", raising=False)
+    write(project / "q.jsonl", QUESTIONS)
+    if where == "folder":
+        output, cluster = "../elsewhere/runs", ""  # relative: the index must hold where it really is
+    else:
+        output, cluster = s3.url(), f"cluster: {{s3_endpoint: '{s3.endpoint}'}}\n"
+    write(project / "models.yaml", LOCAL_CONFIG.format(output=output, cluster=cluster))
+    assert run_cli("run", "models.yaml") == 0
+    run_id = re.search(r"\bward-[0-9a-f]{10}\b", capsys.readouterr().out).group(0)
+
+    other = tmp_path / "another-folder"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert run_cli("status", run_id) == 0
+    out = capsys.readouterr().out
+    assert "echo-a" in out and "5/5" in out and "complete" in out
+    assert run_cli("collect", run_id, "--dest", "got") == 0
+    assert (other / "got" / run_id / "echo-a" / "5.txt").exists()
