@@ -181,12 +181,14 @@ def test_an_api_panel_runs_in_its_image_into_s3_and_status_collect_report_read_i
         assert gem.requests and all(r.key_ok for r in gem.requests)
 
     # Each pod ran as the Job asked: the image's non-root user, no capabilities, no privilege
-    # escalation, its memory limit.
+    # escalation, a read-only root filesystem with /tmp on a scratch volume, its memory limit.
     pod = runs[0].attempts[0].pod
     host = json.loads(docker("inspect", "-f", "{{json .HostConfig}}", pod).stdout)
     config = json.loads(docker("inspect", "-f", "{{json .Config}}", pod).stdout)
+    mounts = json.loads(docker("inspect", "-f", "{{json .Mounts}}", pod).stdout)
     assert config["User"] == "10001:10001" and host["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in host["SecurityOpt"] and host["Memory"] == 2**30
+    assert host["ReadonlyRootfs"] is True and {"/tmp", "/cache"} <= {m["Destination"] for m in mounts}
 
     for model_dir in ("gpt-4o", "gemini-3-pro-preview", "echo-check"):
         recs = records(s3, run_id, model_dir)
@@ -364,3 +366,4 @@ def test_vllm_imports_in_the_gpu_image(gpu_image):
                   "import vllm, torch; print(vllm.__version__, torch.__version__, torch.version.cuda)",
                   timeout=300)
     assert done.stdout.split()[-3:] == ["0.32.0", "2.13.0+cu130", "13.0"], done.stdout + done.stderr
+
