@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+import pytest
+
 from launcher.k8s.sizing import quantity_bytes
 from tests.fakes.k8s_api import FakeKubernetes
 
@@ -64,6 +66,17 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     if check and done.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args[:3])} ...: {done.stderr.strip() or done.stdout.strip()}")
     return done
+
+
+def require_docker(base: str) -> None:
+    """Skip the calling test module (one line in pytest's summary) unless a Docker daemon answers
+    and holds the base image the runner images are built from."""
+    why = docker_unavailable()
+    if why is None and docker("image", "inspect", base, check=False).returncode != 0:
+        why = (f"no base image {base} (bash scripts/local-base-image.sh makes local/python:3.11-slim; "
+               "MEDBENCH_IMAGES_BASE names another)")
+    if why:
+        pytest.skip(f"container tests: {why}", allow_module_level=True)
 
 
 def docker_unavailable() -> str | None:

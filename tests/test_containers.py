@@ -4,7 +4,8 @@ Each test is a user's story on a one-node "cluster": ``launcher submit`` stages 
 and creates Jobs in the fake API server; ``tests/kubelet.py`` runs every Job's pods as Docker
 containers of the images ``scripts/build-images.sh`` built from this checkout (the Job's
 command, env, Secrets, user, securityContext, volumes and limits as a kubelet applies them); then
-``launcher status``, ``logs``, ``collect`` and ``report`` work on the host.
+``launcher status``, ``logs``, ``collect`` and ``report`` work on the host. And the build script,
+when a build goes wrong, leaves nothing half-built under the image's name.
 
 Needs a Docker daemon and a base image with Python 3.11 (``local/python:3.11-slim`` from
 scripts/local-base-image.sh, or MEDBENCH_IMAGES_BASE); without them every test here is skipped
@@ -15,7 +16,9 @@ out the two that need the 9 GB GPU image (built once, then reused while its inpu
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import time
 import uuid
@@ -30,11 +33,14 @@ from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.k8s_api import FakeKubernetes, admin_setup
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.s3 import FAKE_ENV, moto_endpoint_fixture, s3_fixture  # noqa: F401 - fixtures
-from tests.kubelet import Kubelet, containers_left, docker, docker_unavailable
+from tests.kubelet import Kubelet, containers_left, docker, require_docker
+from tests.test_build_images import build_images, one_line
 
 pytestmark = pytest.mark.containers
 
 LOCAL_BASE = "local/python:3.11-slim"
+BASE = os.environ.get("MEDBENCH_IMAGES_BASE", LOCAL_BASE)
+require_docker(BASE)  # else the whole module is skipped, with one line saying why
 GPU_IMAGE = "registry.example.org/medbench-runner:0.1.0"
 CPU_IMAGE = "registry.example.org/medbench-runner-cpu:0.1.0"
 OPENAI_KEY = "sk-containers-0123456789"
@@ -56,16 +62,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="session")
 def base_image() -> str:
-    why = docker_unavailable()
-    if why is None:
-        import os
-
-        base = os.environ.get("MEDBENCH_IMAGES_BASE", LOCAL_BASE)
-        if docker("image", "inspect", base, check=False).returncode == 0:
-            return base
-        why = (f"no base image {base} (bash scripts/local-base-image.sh makes {LOCAL_BASE}; "
-               "MEDBENCH_IMAGES_BASE names another)")
-    pytest.skip(f"container tests: {why}")
+    return BASE
 
 
 def build(kind: str, base: str) -> str:
@@ -88,6 +85,78 @@ def cpu_image(base_image) -> str:
 @pytest.fixture(scope="session")
 def gpu_image(base_image) -> str:
     return build("gpu", base_image)
+
+
+# --- scripts/build-images.sh when a build goes wrong: nothing half-built is tagged ----------------
+
+
+@pytest.fixture
+def daemon():
+    """Images a test makes, removed at its end."""
+    made: list[str] = []
+    yield made
+    for ref in made:
+        docker("rmi", "-f", ref, check=False)
+
+
+def repo_images(repo: str) -> list[str]:
+    out = docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    return sorted(r for r in out if r.startswith(repo) or r.startswith("medbench-build-tmp:"))
+
+
+def test_a_base_image_without_python_is_refused_before_building(daemon, tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hostname").write_text("bare\n")
+    base = f"medbench-test-bare:{uuid.uuid4().hex[:8]}"
+    tar = subprocess.run(["tar", "-C", str(tmp_path), "-c", "etc"], capture_output=True, check=True).stdout
+    subprocess.run(["docker", "import", "-", base], input=tar, capture_output=True, check=True)
+    daemon.append(base)
+    repo = f"medbench-test-{uuid.uuid4().hex[:8]}"
+    done = build_images("--cpu", "--base", base, "--repo", repo)
+    assert done.returncode == 1
+    assert f"base image {base} has no usable Python 3.11 with venv" in one_line(done)
+    assert repo_images(repo) == []
+
+
+def test_a_base_image_that_cannot_be_pulled_says_so(daemon):
+    done = build_images("--cpu", "--base", "registry.invalid/python:3.11.14-slim-bookworm")
+    assert done.returncode == 1
+    assert "cannot be pulled (no registry? use --local-base)" in one_line(done)
+
+
+def test_a_failed_build_tags_nothing_and_leaves_the_earlier_image_alone(daemon, tmp_path):
+    # A base with Python where the image's first step cannot work: /opt/venv is already a file.
+    base = f"medbench-test-broken:{uuid.uuid4().hex[:8]}"
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE}\nRUN touch /opt/venv\n")
+    docker("build", "-q", "-t", base, str(tmp_path))
+    daemon.append(base)
+    repo = f"medbench-test-{uuid.uuid4().hex[:8]}"
+    earlier = f"{repo}/medbench-runner-cpu:1.0"
+    docker("tag", BASE, earlier)  # the image a previous build gave this name
+    daemon.append(earlier)
+    before = docker("image", "inspect", "-f", "{{.Id}}", earlier).stdout
+
+    done = build_images("--cpu", "--base", base, "--repo", repo, "--tag", "1.0")
+    assert done.returncode == 1
+    line = one_line(done)
+    assert "the cpu image did not build (Step " in line and "RUN python -m venv /opt/venv" in line
+    log = Path(line.rsplit("the log: ", 1)[1].rstrip(")"))
+    assert "venv" in log.read_text()
+    shutil.rmtree(log.parent)
+    assert repo_images(repo) == [earlier]  # no temporary tag left behind either
+    assert docker("image", "inspect", "-f", "{{.Id}}", earlier).stdout == before
+
+
+def test_an_image_over_its_budget_is_not_tagged(daemon):
+    repo = f"medbench-test-{uuid.uuid4().hex[:8]}"
+    # The real CPU image (its layers cached by an earlier build), against a 100 MB budget.
+    done = build_images("--cpu", "--base", BASE, "--repo", repo, "--tag", "1.0",
+                        env={"MEDBENCH_CPU_IMAGE_BUDGET_MB": "100"})
+    assert done.returncode == 1
+    line = one_line(done)
+    assert "the cpu image is " in line and "over its budget of 100 MB" in line
+    assert f"not tagged {repo}/medbench-runner-cpu:1.0" in line
+    assert repo_images(repo) == []
 
 
 # --- a one-node cluster: the fake API server, its admin set-up, the kubelet ---------------------
