@@ -21,6 +21,9 @@
 # MEDBENCH_GPU_IMAGE_BUDGET_MB; docs/kubernetes.md says what fills them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The whole script is one block, read before it runs: editing this file while a long build runs
+# cannot change what the running build does next.
+{
 
 CPU_BUDGET_MB=${MEDBENCH_CPU_IMAGE_BUDGET_MB:-400}
 GPU_BUDGET_MB=${MEDBENCH_GPU_IMAGE_BUDGET_MB:-11000}
@@ -28,7 +31,7 @@ LOCAL_BASE=local/python:3.11-slim
 USAGE="usage: bash scripts/build-images.sh [--cpu | --gpu] [--local-base | --base IMAGE] [--repo PREFIX] [--tag TAG | --tag-by-inputs]"
 
 die() { echo "build-images: $*" >&2; exit 1; }
-usage_error() { echo "build-images: $*" >&2; echo "$USAGE" >&2; exit 2; }
+usage_error() { echo "build-images: $* ($USAGE)" >&2; exit 2; }
 
 kinds="cpu gpu" base="" repo="" tag="" by_inputs=0
 while [ $# -gt 0 ]; do
@@ -74,9 +77,11 @@ base_id=$(docker image inspect -f '{{.Id}}' "$base")
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
 context=$(mktemp)
 logs=$(mktemp -d "${TMPDIR:-/tmp}/medbench-build-XXXXXX")
+keep_logs=0
 tmp_tags=()
 cleanup() {
   rm -f "$context"
+  [ "$keep_logs" = 1 ] || rm -rf "$logs"
   for t in "${tmp_tags[@]}"; do docker rmi -f "$t" >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
@@ -107,6 +112,7 @@ build() {
       -t "$tmp" - <"$context" >"$log" 2>&1; then
     local step
     step=$(grep -E '^Step [0-9]+/[0-9]+ : ' "$log" | tail -1 | cut -c1-100)
+    keep_logs=1
     die "the $kind image did not build (${step:-before its first step}; the log: $log)"
   fi
   local seconds=$((SECONDS - start))
@@ -140,4 +146,5 @@ build() {
 }
 
 for kind in $kinds; do build "$kind"; done
-rm -rf "$logs"
+exit 0
+}
