@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the runner images, check them, and print their sizes.
 #   bash scripts/build-images.sh [--cpu | --gpu] [--local-base | --base IMAGE]
-#                                [--repo PREFIX] [--tag TAG | --tag-by-inputs]
+#                                [--repo PREFIX] [--tag TAG | --tag-by-inputs] [--no-cache]
 #
 #   --cpu / --gpu      only that image (default both): images/Dockerfile.cpu (API and echo models),
 #                      images/Dockerfile (every local model, GPU or not)
@@ -13,6 +13,7 @@
 #   --tag TAG          default the version in pyproject.toml
 #   --tag-by-inputs    tag in-<hash of the build context and the base>, and skip a build whose
 #                      image already exists (what the container tests use between runs)
+#   --no-cache         build every step again (a base with new security fixes; a timing)
 #
 # Each image is built under a temporary tag, then run once (`runner --help`) and weighed
 # against its budget; only an image that passes all three gets its name. A failure prints one
@@ -28,12 +29,12 @@ cd "$(dirname "$0")/.."
 CPU_BUDGET_MB=${MEDBENCH_CPU_IMAGE_BUDGET_MB:-400}
 GPU_BUDGET_MB=${MEDBENCH_GPU_IMAGE_BUDGET_MB:-11000}
 LOCAL_BASE=local/python:3.11-slim
-USAGE="usage: bash scripts/build-images.sh [--cpu | --gpu] [--local-base | --base IMAGE] [--repo PREFIX] [--tag TAG | --tag-by-inputs]"
+USAGE="usage: bash scripts/build-images.sh [--cpu | --gpu] [--local-base | --base IMAGE] [--repo PREFIX] [--tag TAG | --tag-by-inputs] [--no-cache]"
 
 die() { echo "build-images: $*" >&2; exit 1; }
 usage_error() { echo "build-images: $* ($USAGE)" >&2; exit 2; }
 
-kinds="cpu gpu" base="" repo="" tag="" by_inputs=0
+kinds="cpu gpu" base="" repo="" tag="" by_inputs=0 no_cache=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) kinds=cpu ;;
@@ -44,7 +45,8 @@ while [ $# -gt 0 ]; do
       case "$1" in --base) base=$2 ;; --repo) repo=${2%/}/ ;; --tag) tag=$2 ;; esac
       shift ;;
     --tag-by-inputs) by_inputs=1 ;;
-    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-cache) no_cache=(--no-cache) ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) usage_error "unknown argument '$1'" ;;
   esac
   shift
@@ -108,7 +110,7 @@ build() {
   local tmp=medbench-build-tmp:$kind-$$ log=$logs/$kind.log start=$SECONDS
   tmp_tags+=("$tmp")
   # DOCKER_BUILDKIT=0: BuildKit would fetch its Dockerfile frontend from a registry.
-  if ! DOCKER_BUILDKIT=0 docker build --force-rm -f "$dockerfile" --build-arg "BASE_IMAGE=$base" \
+  if ! DOCKER_BUILDKIT=0 docker build --force-rm "${no_cache[@]}" -f "$dockerfile" --build-arg "BASE_IMAGE=$base" \
       -t "$tmp" - <"$context" >"$log" 2>&1; then
     local step
     step=$(grep -E '^Step [0-9]+/[0-9]+ : ' "$log" | tail -1 | cut -c1-100)
