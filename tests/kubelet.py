@@ -316,14 +316,14 @@ class Kubelet:
         """``docker run`` arguments for the pod's one container, or PodError if it cannot start."""
         meta, spec = pod["metadata"], pod["spec"]
         (c,) = spec["containers"]  # the rendered Jobs have one container, no init containers
+        res = c.get("resources") or {}
+        limits, requests = res.get("limits") or {}, res.get("requests") or {}
+        if "nvidia.com/gpu" in limits or "nvidia.com/gpu" in requests:  # scheduled before pulled
+            raise PodError("Unschedulable", "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+                           unschedulable=True)
         image = self.images.get(c["image"])
         if image is None:
             raise PodError("ErrImagePull", f'failed to pull image "{c["image"]}": not on this node')
-        res = c.get("resources") or {}
-        limits, requests = res.get("limits") or {}, res.get("requests") or {}
-        if "nvidia.com/gpu" in limits or "nvidia.com/gpu" in requests:
-            raise PodError("Unschedulable", "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
-                           unschedulable=True)
         psc, csc = spec.get("securityContext") or {}, c.get("securityContext") or {}
         sc = {**psc, **csc}  # the container's settings win over the pod's
         args = ["-d", "--name", meta["name"], "--hostname", meta["name"], "--network", "host",

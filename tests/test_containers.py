@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from launcher.k8s.render import ANN_MODEL_DIR
+from launcher.k8s.sizing import quantity_bytes
 from tests.conftest import REPO, SMOLLM2_GGUF, run_cli, write
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.k8s_api import FakeKubernetes, admin_setup
@@ -436,3 +437,52 @@ def test_vllm_imports_in_the_gpu_image(gpu_image):
                   timeout=300)
     assert done.stdout.split()[-3:] == ["0.32.0", "2.13.0+cu130", "13.0"], done.stdout + done.stderr
 
+
+
+# --- what the Job controller does with bad input, and a node without GPUs --------------------------
+
+
+def test_bad_input_fails_the_job_at_once_without_a_retry(cluster, s3, project, capsys):
+    cfg = write_panel(project, s3, """
+  - id: echo-check
+    backend: echo
+""")
+    run_id = submit(cfg, capsys)
+    s3.client.delete_object(Bucket=s3.bucket, Key=f"runs/{run_id}/run.json")  # nothing staged now
+    run = cluster.run(job_of(cluster, "echo-check"), timeout=120)
+
+    # podFailurePolicy: exit code 2 fails the Job at once, though backoff_limit allows 2 retries.
+    assert run.state == "failed" and run.reason == "PodFailurePolicy"
+    (attempt,) = run.attempts
+    assert attempt.exit_code == 2
+    assert f"error: s3://{s3.bucket}/runs/{run_id}/run.json not found" in attempt.log
+    assert "Traceback" not in attempt.log
+
+
+def test_a_gpu_job_waits_unschedulable_on_a_node_without_gpus(cluster, s3, project, capsys):
+    cfg = write_panel(project, s3, """
+  - id: HuggingFaceTB/SmolLM2-135M-Instruct
+    gpus: 1
+""")
+    run_id = submit(cfg, capsys)
+    job = job_of(cluster, "HuggingFaceTB_SmolLM2-135M-Instruct")
+    run = cluster.start(job)
+    cluster.step(run)
+    assert run.state == "running" and not run.attempts[0].started
+    # The table needs the run's storage, which has the stage only.
+    assert status(run_id, capsys)["jobs"] == {
+        "HuggingFaceTB_SmolLM2-135M-Instruct":
+            "pending: Unschedulable (0/1 nodes are available: 1 Insufficient nvidia.com/gpu.)"}
+    # On a node with a GPU, its /dev/shm would be the Job's in-memory emptyDir, at its size.
+    pod = next(p for p in cluster.api.pods.values() if p["metadata"]["name"] == run.attempts[0].pod)
+    pod = json.loads(json.dumps(pod))
+    for key in ("limits", "requests"):
+        pod["spec"]["containers"][0]["resources"][key].pop("nvidia.com/gpu")
+    cluster.images[GPU_IMAGE] = "medbench-runner:any"
+    cluster.volumes["medbench-hf-cache"] = "any-volume"
+    args = cluster.docker_run_args(pod)
+    shm = next(v for v in pod["spec"]["volumes"] if v["name"] == "dshm")["emptyDir"]["sizeLimit"]
+    assert args[args.index("--shm-size") + 1] == str(quantity_bytes(shm))
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    assert args[args.index("--memory") + 1] == str(quantity_bytes(limits["memory"]))
+    assert args[args.index("--cpus") + 1] == str(int(limits["cpu"]))
