@@ -141,9 +141,13 @@ build() {
       | grep -vx "$image" | xargs -r docker rmi >/dev/null 2>&1 || true
   fi
   # The legacy builder leaves the CPU image's build stage untagged, as the next build's cache:
-  # keep the newest, remove those of earlier builds.
-  docker images -q -f dangling=true -f label=medbench.image-stage=$kind-build | tail -n +2 \
-    | xargs -r docker rmi >/dev/null 2>&1 || true
+  # keep this build's (the last step before the second FROM), remove those of earlier builds.
+  local stage
+  stage=$(awk '/^Step [0-9]+\/[0-9]+ : FROM /{if (++n == 2) {print id; exit}} /^ ---> [0-9a-f]+$/{id=$2}' "$log")
+  if [ -n "$stage" ]; then
+    docker images -q -f dangling=true -f "label=medbench.image-stage=$kind-build" | grep -v "^${stage:0:12}" \
+      | xargs -r docker rmi >/dev/null 2>&1 || true
+  fi
   echo "$kind: $image $size MB (budget $budget MB), built in ${seconds}s from $base"
 }
 

@@ -88,7 +88,8 @@ def docker_unavailable() -> str | None:
     except subprocess.TimeoutExpired:
         return "the Docker daemon does not answer within 30 s"
     if done.returncode != 0:
-        return "no Docker daemon answers (start dockerd; scripts/test.sh does in CI)"
+        said = (done.stderr.strip().splitlines() or [""])[-1][:160]
+        return f"no Docker daemon answers ({said}; start dockerd: scripts/test.sh does in CI)"
     return None
 
 

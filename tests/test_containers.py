@@ -138,6 +138,10 @@ def test_a_failed_build_tags_nothing_and_leaves_the_earlier_image_alone(daemon, 
     before = docker("image", "inspect", "-f", "{{.Id}}", earlier).stdout
 
     done = build_images("--cpu", "--base", base, "--repo", repo, "--tag", "1.0")
+    # The steps that did build stay as untagged cache on the broken base: removed at the end.
+    base_id = docker("image", "inspect", "-f", "{{.Id}}", base).stdout.strip()
+    daemon[:0] = [i for i in docker("images", "-q", "--no-trunc", "-f", "dangling=true").stdout.split()
+                  if base_id in docker("history", "-q", "--no-trunc", i).stdout.split()]
     assert done.returncode == 1
     line = one_line(done)
     assert "the cpu image did not build (Step " in line and "RUN python -m venv /opt/venv" in line
