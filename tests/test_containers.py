@@ -61,11 +61,6 @@ QUESTIONS = [
 # --- the images: built once per session, reused across sessions while their inputs are unchanged ---
 
 
-@pytest.fixture(scope="session")
-def base_image() -> str:
-    return BASE
-
-
 def build(kind: str, base: str) -> str:
     """The image of this checkout, by scripts/build-images.sh: its tag (a hash of the inputs)."""
     started = time.monotonic()
@@ -79,13 +74,13 @@ def build(kind: str, base: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def cpu_image(base_image) -> str:
-    return build("cpu", base_image)
+def cpu_image() -> str:
+    return build("cpu", BASE)
 
 
 @pytest.fixture(scope="session")
-def gpu_image(base_image) -> str:
-    return build("gpu", base_image)
+def gpu_image() -> str:
+    return build("gpu", BASE)
 
 
 # --- scripts/build-images.sh when a build goes wrong: nothing half-built is tagged ----------------
@@ -152,9 +147,9 @@ def test_a_failed_build_tags_nothing_and_leaves_the_earlier_image_alone(daemon, 
     assert docker("image", "inspect", "-f", "{{.Id}}", earlier).stdout == before
 
 
-def test_an_image_over_its_budget_is_not_tagged(daemon):
+def test_an_image_over_its_budget_is_not_tagged(daemon, cpu_image):
     repo = f"medbench-test-{uuid.uuid4().hex[:8]}"
-    # The real CPU image (its layers cached by an earlier build), against a 100 MB budget.
+    # The real CPU image (its layers cached by the session's build), against a 100 MB budget.
     done = build_images("--cpu", "--base", BASE, "--repo", repo, "--tag", "1.0",
                         env={"MEDBENCH_CPU_IMAGE_BUDGET_MB": "100"})
     assert done.returncode == 1
