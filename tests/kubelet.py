@@ -181,7 +181,6 @@ class Kubelet:
         self.volumes = dict(volumes or {})
         self.extra_env = dict(extra_env or {})
         self.session = uuid.uuid4().hex[:8]
-        self.runs: dict[str, JobRun] = {}
 
     # --- the Job controller ------------------------------------------------------------------
 
@@ -192,7 +191,6 @@ class Kubelet:
         """Create the Job's first pods (one per index, up to ``parallelism``) and start them."""
         name = job["metadata"]["name"]
         run = JobRun(name=name, job=job, start_time=_now())
-        self.runs[name] = run
         for index in run.indexes[: job["spec"].get("parallelism", 1)]:
             self._new_pod(run, index)
         self._report(run)
