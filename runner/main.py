@@ -233,12 +233,15 @@ class StorageLog:
             self.storage.upload_file(self.key, self.path)
             self._uploaded_size = size
 
+    def try_upload(self) -> None:
+        try:
+            self.upload()
+        except StorageError as e:  # storage flapping: the next tick or the exit retries
+            log.debug("log upload failed: %s", e)
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.upload()
-            except StorageError as e:  # storage flapping: the next tick or the exit retries
-                log.debug("log upload failed: %s", e)
+            self.try_upload()
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -311,6 +314,9 @@ def run(target: Target) -> int:
     with StorageLog(storage, key, target.log_interval) as stored_log:
         where = f" shard {target.shard + 1}/{shards}" if shards > 1 else ""
         log.info("run %s, model %s%s, storage %s", plan.run_id, task.model_dir, where, storage.url)
+        # Stored now, not at the first tick: a pod killed without warning (OOMKilled, a lost node)
+        # would otherwise leave no trace of this attempt in the log.
+        stored_log.try_upload()
         # A Job's retry (or a second pod of the same index) may start while another process
         # still runs this shard: it waits for that one to finish, or for its lease to expire.
         lease = model_leases(storage, plan, [(task, [target.shard])], command="runner")

@@ -9,6 +9,26 @@ if [ ! -x /usr/bin/chromium ] && { [ "${CI:-}" = "true" ] || [ "${MEDBENCH_INSTA
    && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# The container tests (tests/test_containers.py) build the runner images and run Jobs in Docker.
+# In CI, or when asked (MEDBENCH_DOCKER=1), as root with apt-get: install docker.io and
+# debootstrap, start dockerd if none answers, and make the local base image once (kept between
+# runs); MEDBENCH_DOCKER=0 says no. Wherever Docker cannot run, those tests are skipped with one
+# line saying why.
+docker_up() {
+  if ! command -v docker >/dev/null || ! command -v debootstrap >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    setsid dockerd >/tmp/dockerd.log 2>&1 </dev/null &
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  fi
+  docker info >/dev/null 2>&1 || { echo "docker: dockerd did not start (/tmp/dockerd.log)"; return 0; }
+  bash scripts/local-base-image.sh || echo "docker: no local base image; the container tests will be skipped"
+}
+if [ "${MEDBENCH_DOCKER:-}" != "0" ] && { [ "${CI:-}" = "true" ] || [ "${MEDBENCH_DOCKER:-}" = "1" ]; } \
+   && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  docker_up
+fi
 . .venv/bin/activate
 ruff check .
 mypy

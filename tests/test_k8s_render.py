@@ -159,6 +159,12 @@ def test_pods_are_locked_down(tmp_path):
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         sc = container(job)["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+        # /tmp is a scratch volume, so the API pods' root filesystem can be read-only (the runner
+        # keeps its log in /tmp: tests/test_containers.py runs them so).
+        mounts = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"]}
+        assert {"name": mounts["/tmp"], "emptyDir": {}} in pod["volumes"]
+        cpu_pod = container(job)["image"] == "reg.example/runner-cpu:1.2.3"
+        assert sc["readOnlyRootFilesystem"] is cpu_pod
 
 
 def test_api_models_get_the_cpu_image_no_gpu_and_only_their_own_key(tmp_path):

@@ -243,7 +243,9 @@ def test_job_states_show_state_and_the_pods_reasons(k8s, submitted):
     k8s.set_job_status("medbench", names["echo-check"], {"succeeded": 2, "conditions": [
         {"type": "Complete", "status": "True"}]})
     states = job_states(run_id, "medbench")
-    assert states["google_medgemma-4b-it"] == "failed: OOMKilled"
+    assert states["google_medgemma-4b-it"] == (
+        "failed: OOMKilled (out of memory: over its 15Gi memory limit; "
+        "give the model more with resources: {memory: ...})")
     assert states["gpt-4o"] == "pending: Evicted"
     assert states["echo-check"] == "complete"
     # Another run's Jobs are not this run's.
@@ -262,6 +264,31 @@ def test_status_with_jobs_shows_job_state_beside_stored_progress(k8s, submitted,
     assert run_cli("status", run_id, "--from", runs, "-n", "medbench", "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["jobs"]["gpt-4o"] == "pending: ImagePullBackOff"
+
+
+def test_a_model_whose_job_failed_before_writing_anything_shows_failed_and_watch_ends(
+        k8s, submitted, project, capsys):
+    # An OOMKilled pod (or one lost with its node) writes nothing: storage still says pending.
+    run_id, names = submitted
+    k8s.add_pod("medbench", names["gpt-4o"], phase="Failed", status={
+        "containerStatuses": [{"name": "runner", "image": "x", "imageID": "", "ready": False,
+                               "restartCount": 0, "state": {"terminated": {"reason": "OOMKilled",
+                                                                           "exitCode": 137}}}]})
+    for name in names.values():
+        k8s.set_job_status("medbench", name, {"failed": 4, "conditions": [
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
+    runs = project / "shared" / "runs"
+    assert run_cli("status", run_id, "--from", runs, "-n", "medbench", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    gpt = next(m for m in data["models"] if m["model_dir"] == "gpt-4o")
+    assert gpt["state"] == "failed" and f"launcher logs {run_id} gpt-4o" in gpt["error"]
+    assert data["jobs"]["gpt-4o"].startswith("failed: OOMKilled (out of memory: over its 1Gi memory limit")
+    # --watch stops once every Job has finished, instead of waiting for ever on storage.
+    done = subprocess.run([sys.executable, "-m", "launcher.cli", "status", run_id, "--from", str(runs),
+                           "-n", "medbench", "--watch", "--interval", "0.1"],
+                          capture_output=True, text=True, timeout=120, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    assert "failed" in done.stdout
 
 
 def test_logs_prints_each_pod_of_a_model(k8s, submitted, capsys):

@@ -130,7 +130,20 @@ def _job_states(loc: RunLocation, required: bool) -> tuple[dict[str, str] | None
 def _snapshot(loc: RunLocation, storage, want_jobs: bool, jobs_required: bool):
     progress = read_run(storage, loc.run_id)
     states, note = _job_states(loc, jobs_required) if want_jobs else (None, None)
+    if states:
+        settle_failed_jobs(progress, states)
     return progress, states, note
+
+
+def settle_failed_jobs(progress: RunProgress, states: dict[str, str]) -> None:
+    """A model whose Job failed has failed, even if storage never heard of it: a pod that is
+    OOMKilled, or goes with its node, writes nothing, so its model would show ``pending`` or
+    ``running`` for ever (and ``--watch`` would never end)."""
+    for m in progress.models:
+        if states.get(m.model_dir, "").split(":")[0] == "failed" and m.state in ("pending", "running"):
+            m.state, m.eta_s = "failed", None
+            m.error = m.error or (f"its Job failed before the runner could record why: "
+                                  f"launcher logs {progress.run_id} {m.model_dir}")
 
 
 def _render(progress: RunProgress, states: dict[str, str] | None, note: str | None) -> Table:

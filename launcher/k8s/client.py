@@ -270,7 +270,8 @@ def job_states(run_id: str, namespace: str | None = None, *, kubeconfig: str | N
 
     The state is ``pending``, ``running``, ``complete``, ``failed`` or ``suspended`` (waiting in a
     Kueue queue), followed by ``: reason`` when pods say why (``pending: ImagePullBackOff``,
-    ``failed: OOMKilled``). Models with no Job (not submitted, or removed by its TTL) are absent.
+    ``failed: OOMKilled (out of memory: over its 1Gi memory limit; ...)``). Models with no Job
+    (not submitted, or removed by its TTL) are absent.
     """
     cluster = cluster or Cluster(namespace, kubeconfig=kubeconfig, context=context)
     return {info.model_dir: info.display for info in cluster.run_jobs(run_id)}
@@ -305,9 +306,11 @@ def pod_info(pod: dict) -> PodInfo:
             info.reason = state["waiting"]["reason"]  # ImagePullBackOff, CreateContainerConfigError
             return info
         term = state.get("terminated") or last.get("terminated")
-        if term and term.get("reason") in ("OOMKilled", "Error", "ContainerCannotRun"):
-            code = term.get("exitCode")
-            info.reason = term["reason"] if term["reason"] == "OOMKilled" else f"exit code {code}"
+        if term and term.get("reason") == "OOMKilled":
+            info.reason = _out_of_memory(pod, cs.get("name"))
+            return info
+        if term and term.get("reason") in ("Error", "ContainerCannotRun"):
+            info.reason = f"exit code {term.get('exitCode')}"
             return info
     if info.phase == "Pending":
         sched = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
@@ -315,6 +318,15 @@ def pod_info(pod: dict) -> PodInfo:
             msg = sched.get("message") or ""
             info.reason = f"{sched.get('reason') or 'Unschedulable'}" + (f" ({msg})" if msg else "")
     return info
+
+
+def _out_of_memory(pod: dict, container: str | None) -> str:
+    """OOMKilled in words: the limit it went over, and the setting that raises it."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    spec: dict = next((c for c in containers if c.get("name") == container), {})
+    limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+    over = f"over its {limit} memory limit" if limit else "over its memory limit"
+    return f"OOMKilled (out of memory: {over}; give the model more with resources: {{memory: ...}})"
 
 
 def job_info(job: dict, pods: list[dict]) -> JobInfo:

@@ -185,13 +185,18 @@ def _pod_spec(plan: Plan, task: ModelTask, cluster: ClusterConfig, placement: Pl
               options: RenderOptions, size: JobSize) -> dict[str, Any]:
     gpu_image = uses_gpu_image(task, size)
     image = cluster.image if gpu_image else (cluster.cpu_image or cluster.image)
-    mounts: list[dict[str, Any]] = [{"name": "cache", "mountPath": CACHE_MOUNT}]
+    # /tmp on a volume of its own: the runner keeps its log there, and the root filesystem of the
+    # API pods is read-only (the GPU image's libraries write caches under HOME that no test here
+    # can see on a GPU, so that root stays writable).
+    mounts: list[dict[str, Any]] = [{"name": "cache", "mountPath": CACHE_MOUNT},
+                                    {"name": "tmp", "mountPath": "/tmp"}]
     if gpu_image and cluster.hf_cache_pvc:
         volumes: list[dict[str, Any]] = [
             {"name": "cache", "persistentVolumeClaim": {"claimName": cluster.hf_cache_pvc}}]
     else:
         # API models cache nothing worth keeping; a scratch dir keeps HF_HOME writable anyway.
         volumes = [{"name": "cache", "emptyDir": {}}]
+    volumes.append({"name": "tmp", "emptyDir": {}})
     if size.gpus > 0:
         # NCCL and torch DataLoader workers use shared memory; the container default is 64 MiB. An
         # in-memory emptyDir counts against the memory limit, which sizing allowed for.
@@ -213,6 +218,7 @@ def _pod_spec(plan: Plan, task: ModelTask, cluster: ClusterConfig, placement: Pl
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": True,
+            "readOnlyRootFilesystem": not gpu_image,
         },
     }
     pod: dict[str, Any] = {

@@ -13,7 +13,8 @@ Enough of the API for the launcher, driven through the official ``kubernetes`` c
   422 (Invalid: a name that is not a DNS-1123 label), and a ``resourceVersion`` that grows with
   every write.
 
-Nothing runs pods: a test plays the Job controller with ``set_job_status`` and ``add_pod``.
+Nothing runs pods: a test plays the Job controller with ``set_job_status``, ``add_pod`` and
+``set_pod_status``, by hand or through ``tests/kubelet.py``, which runs each pod in Docker.
 Every request is kept in ``requests`` so a test can assert what was (not) sent.
 """
 
@@ -147,12 +148,21 @@ class FakeKubernetes:
             labels = dict(template.get("metadata", {}).get("labels", {}))
             labels.update({"batch.kubernetes.io/job-name": job_name, "job-name": job_name,
                            "batch.kubernetes.io/controller-uid": job["metadata"]["uid"]})
+            annotations = {}
             if index is not None:
+                # As the Job controller does for an Indexed Job: the index as a label and an
+                # annotation, and JOB_COMPLETION_INDEX in every container read from the annotation.
                 labels["batch.kubernetes.io/job-completion-index"] = str(index)
+                annotations["batch.kubernetes.io/job-completion-index"] = str(index)
+                field_path = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                for c in template["spec"]["containers"]:
+                    c.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX",
+                                                    "valueFrom": {"fieldRef": {"fieldPath": field_path}}})
             self.pods[(namespace, name)] = {
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {"name": name, "namespace": namespace, "labels": labels,
+                             "annotations": annotations,
                              "uid": str(uuid.uuid4()), "resourceVersion": self._bump(),
                              "creationTimestamp": self._now(),
                              "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
@@ -163,6 +173,15 @@ class FakeKubernetes:
             }
             self.logs[(namespace, name)] = log
             return name
+
+    def set_pod_status(self, namespace: str, name: str, status: dict, log: str | None = None) -> None:
+        """What the kubelet reports as a pod runs: its new ``status`` (phase included), and its log."""
+        with self._lock:
+            pod = self.pods[(namespace, name)]
+            pod["status"] = status
+            pod["metadata"]["resourceVersion"] = self._bump()
+            if log is not None:
+                self.logs[(namespace, name)] = log
 
     # --- the API -----------------------------------------------------------------------------
 
