@@ -45,7 +45,8 @@ class ClaudeLikeBackend(AsyncGenerator):
 
 CLAUDE = Descriptor(
     "claude", ClaudeLikeModel, f"{__name__}:ClaudeLikeBackend", "", "A Claude-like messages API", image="cpu",
-    secrets=(SecretEnv(SecretName("claude", "medbench-claude", "the Claude key under 'api-key'"), "api-key"),),
+    secrets=(SecretEnv(SecretName("claude", "medbench-claude", "the Claude key under 'api-key'"),
+                       "api-key"),),
     api=True, id_prefixes=("claude-",), packages=("anthropic",),
     prices=PriceTable("2026-01-15", "https://claude.example/pricing", {"claude-like": (3.0, 15.0)}),
 )
@@ -84,7 +85,8 @@ def test_plan_prices_it_from_its_descriptors_table(claude, capsys):
     model = next(m for m in data["models"] if m["model"] == "claude-like-2")
     assert model["backend"] == "claude"  # inferred from the id's prefix, as for gpt- and gemini-
     assert model["price_basis"] == "price table of 2026-01-15"
-    assert model["api_cost"] == pytest.approx((model["input_tokens"] * 3.0 + model["output_tokens"] * 15.0) / 1e6)
+    assert model["api_cost"] == pytest.approx(
+        (model["input_tokens"] * 3.0 + model["output_tokens"] * 15.0) / 1e6)
     assert data["price_tables"] == [{"as_of": "2026-01-15", "source": "https://claude.example/pricing"}]
     assert run_cli("plan", "models.yaml") == 0
     assert "API prices as published on 2026-01-15 (https://claude.example/pricing)" in capsys.readouterr().out
@@ -102,7 +104,8 @@ def test_render_gives_its_pods_its_secret_and_the_cpu_image(claude, capsys):
         return jobs[model]["spec"]["template"]["spec"]["containers"][0]
 
     def secret_refs(model: str) -> dict[str, dict]:
-        return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container(model)["env"] if "valueFrom" in e}
+        return {e["name"]: e["valueFrom"]["secretKeyRef"]
+                for e in container(model)["env"] if "valueFrom" in e}
 
     assert container("claude-like-2")["image"] == "registry.example.org/medbench-runner-cpu:1"
     assert secret_refs("claude-like-2")["CLAUDE_API_KEY"] == {"name": "medbench-claude", "key": "api-key"}
@@ -128,8 +131,8 @@ def test_the_reference_documents_it(claude):
     section = section[:section.index("\n## ")]
     assert "A Claude-like messages API. Its Jobs: the CPU runner image" in section
     assert "`CLAUDE_API_KEY` (claude)" in text  # api_key_env's default, per backend
-    assert "| `claude` | str | `medbench-claude` | Secret with the Claude key under 'api-key' (backend claude). |" \
-        in text
+    assert ("| `claude` | str | `medbench-claude` | Secret with the Claude key under 'api-key' "
+            "(backend claude). |") in text
     assert "`claude-`" in text  # the id prefix that implies it
 
 
@@ -143,7 +146,8 @@ def test_launcher_run_answers_with_it(claude, capsys, monkeypatch):
     monkeypatch.setenv("CLAUDE_API_KEY", "sk-claude-test")
     assert run_cli("run", "models.yaml") == 0
     (run,) = (claude / "results").iterdir()
-    answers = [json.loads(line) for line in (run / "claude-like-2" / "responses.jsonl").read_text().splitlines()]
+    lines = (run / "claude-like-2" / "responses.jsonl").read_text().splitlines()
+    answers = [json.loads(line) for line in lines]
     assert [a["response"] for a in answers] == ["Claude-like: Which trial established trastuzumab for",
                                                 "Claude-like: What does BRCA2 stand for?"]
     manifest = json.loads((run / "claude-like-2" / "manifest.json").read_text())

@@ -95,7 +95,8 @@ def test_an_entrys_prices_override_the_table_and_an_unknown_api_model_says_so(is
     gpt = by["gpt-4o"]
     assert gpt["price_basis"] == "its entry's prices"
     assert gpt["api_cost"] == pytest.approx((gpt["input_tokens"] * 1.0 + gpt["output_tokens"] * 2.0) / 1e6)
-    assert by["gpt-4o-mini-2024-07-18"]["price_basis"] == f"price table of {descriptor('openai').prices.as_of}"
+    assert by["gpt-4o-mini-2024-07-18"]["price_basis"] == \
+        f"price table of {descriptor('openai').prices.as_of}"
     assert by["gpt-4o-mini-2024-07-18"]["api_cost"] == pytest.approx(
         (by["gpt-4o-mini-2024-07-18"]["input_tokens"] * 0.15 + 4 * 512 * 0.60) / 1e6)
     assert by["gpt-9-preview"]["api_cost"] is None and data["unpriced"] == ["gpt-9-preview"]
@@ -193,12 +194,14 @@ def test_a_laptop_run_does_not_size_a_gpu_job_and_the_note_names_the_table(isola
     assert hf is not None
     assert model["speed_from"] == "table"
     speed = table_speed(hf, 7_000_000_000, "A100-80GB", "none")
-    assert model["speed_basis"].startswith(f"{speed:,.0f} output tokens/s a pod (transformers' batched generate")
+    assert model["speed_basis"].startswith(
+        f"{speed:,.0f} output tokens/s a pod (transformers' batched generate")
     assert model["gpu_hours"] == pytest.approx((320 / speed + model["input_tokens"] / (speed * 20)) / 3600)
 
     assert run_cli("plan", "models.yaml") == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert f"run {plan.run_id} measured 11 output tokens/s on CPU, not on this Job's 1 × A100-80GB: not used" in out
+    assert (f"run {plan.run_id} measured 11 output tokens/s on CPU, not on this Job's 1 × A100-80GB: "
+            "not used") in out
     assert "time and GPU-hours of org/oncollm-7b: the speed table of transformers' batched generate" in out
 
 
@@ -221,8 +224,8 @@ def test_a_loglikelihood_model_generates_nothing_and_vllm_jobs_get_vllms_tables(
     speed = table_speed(hf, 7_000_000_000, "A100-80GB", "none")
     assert scored["gpu_hours"] == pytest.approx(3 * scored["input_tokens"] / (speed * 20) / 3600)
     # The vLLM entry is timed with vLLM's own speed table, not transformers'.
-    assert generated["speed_basis"].startswith(f"{table_speed(vllm, 7_000_000_000, 'A100-80GB', 'none'):,.0f} "
-                                               "output tokens/s a pod (vLLM's engine table")
+    vllm_speed = table_speed(vllm, 7_000_000_000, "A100-80GB", "none")
+    assert generated["speed_basis"].startswith(f"{vllm_speed:,.0f} output tokens/s a pod (vLLM's engine")
     assert generated["output_tokens"] == 512 * 4
 
     assert run_cli("plan", "models.yaml", "--no-history") == 0

@@ -372,6 +372,8 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
 # --- the registry ----------------------------------------------------------------------------
 
 _REGISTRY: dict[str, Descriptor] = {}
+#: What an entry without ``backend:`` whose id no API's prefix claims means: a Hub model.
+DEFAULT_BACKEND = "hf"
 
 
 def _sync_secrets() -> None:
@@ -451,7 +453,7 @@ def infer_backend(model_id: str) -> str:
     for d in _REGISTRY.values():
         if d.id_prefixes and low.startswith(d.id_prefixes):
             return d.name
-    return "hf"
+    return DEFAULT_BACKEND
 
 
 def _entry(value: Any, info: ValidationInfo) -> ModelBase:
@@ -462,7 +464,7 @@ def _entry(value: Any, info: ValidationInfo) -> ModelBase:
         return value
     if not isinstance(value, dict):
         raise ValueError("expected a mapping of keys (id:, backend:, ...)")
-    name = value.get("backend", "hf")
+    name = value.get("backend", DEFAULT_BACKEND)
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValidationError.from_exception_data("ModelSpec", [InitErrorDetails(
             type=PydanticCustomError("unknown_backend", "unknown backend {tag}; expected one of {expected}",

@@ -17,7 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from runner.benchmarks.source import BenchmarkSource
-from runner.config.backends import APIModel, Descriptor, ModelSpec, descriptors
+from runner.config.backends import DEFAULT_BACKEND, APIModel, Descriptor, ModelSpec, descriptors
 from runner.config.base import (
     BACKEND_SECRETS,
     ClusterConfig,
@@ -149,7 +149,8 @@ def render_reference() -> str:
                "`generation:` replaces only the keys it gives.\n\n" + _table(Generation))
     prefixes = ", ".join(f"`{p}`" for d in descriptors() for p in d.id_prefixes)
     out.append("## A model entry\n\nEvery entry takes these keys, whatever its `backend`. `backend` may "
-               f"be left out: ids starting with {prefixes} mean their API; anything else means `hf`.\n\n"
+               f"be left out: ids starting with {prefixes} mean their API; anything else means "
+               f"`{DEFAULT_BACKEND}`.\n\n"
                + _table(ModelBase, defaults={"backend": "inferred from `id`"}))
     common = set(ModelBase.model_fields)
     out.append("### Keys of every API model\n\n"
