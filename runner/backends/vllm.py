@@ -97,6 +97,34 @@ def adds_special_tokens(rule: str) -> bool:
     return rule in ("plain", "pmc-llama")
 
 
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags (Linux), or None where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+def emulated_bfloat16(device: str, dtype: str, flags: set[str] | None) -> bool:
+    """Whether vLLM computes in bfloat16 on a CPU that has no bfloat16 instructions (AVX-512
+    BF16 or AMX): emulated, and several times slower than float32 (bench/RESULTS.md: 5x)."""
+    return device == "cpu" and dtype == "bfloat16" and flags is not None \
+        and not flags & {"avx512_bf16", "amx_bf16"}
+
+
+def model_folder_problem(folder: Path) -> str | None:
+    """What a local ``path:`` folder lacks for vLLM (None: it looks like a model folder)."""
+    if not (folder / "config.json").is_file():
+        return "no config.json"
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        return "no *.safetensors (or *.bin) weights"
+    return None
+
+
 def checkpoint_architectures(source: str) -> list[str]:
     """The architectures a local folder's config.json names ([] when unknown or not local)."""
     cfg = Path(source) / "config.json"
@@ -153,6 +181,14 @@ class VLLMBackend(BatchGenerator):
                 f"{spec.id}: path {spec.path!r} holds GGUF weights only, which vLLM does not load; "
                 "set backend: hf with gguf_file, or point path at a safetensors folder"
             )
+        if spec.path:
+            lacks = model_folder_problem(folder) if folder.is_dir() else "it is not a folder"
+            if lacks:
+                # Caught here, not as the tokenizer's traceback minutes into the engine's start.
+                raise ConfigError(
+                    f"{spec.id}: path {spec.path!r} is not a model folder ({lacks}); expected a folder "
+                    "as on the Hub: config.json, the tokenizer's files and *.safetensors weights"
+                )
         if spec.quantization == "4bit":
             if device != "cuda":
                 raise BackendUnavailable(
@@ -176,6 +212,17 @@ class VLLMBackend(BatchGenerator):
                 raise BackendUnavailable(
                     f"{spec.id}: gpus: {spec.gpus} but only {visible} GPU(s) visible; lower gpus"
                 )
+
+    def _device_warnings(self, dtype: str) -> list[str]:
+        """What the CPU build does with settings meant for GPUs, and a slow dtype, said once."""
+        spec, out = self.spec, []
+        if self.device == "cpu" and spec.gpus:
+            out.append(f"gpus: {spec.gpus} not used: vLLM's CPU build runs on this machine's CPU, "
+                       "without tensor parallel (the manifest records gpus 0)")
+        if emulated_bfloat16(self.device, dtype, cpu_flags()):
+            out.append("dtype bfloat16 on a CPU without AVX-512 BF16 or AMX is emulated, several times "
+                       "slower than float32: set dtype: float32")
+        return out
 
     def tensor_parallel(self) -> int:
         """GPUs the model is split over: the entry's ``gpus``, else every GPU this pod (or machine)
@@ -239,10 +286,15 @@ class VLLMBackend(BatchGenerator):
             self.batch_size = self.auto_batch_size(self.device)
         self.prompt_rule = choose_format(spec.prompt_format, tok, spec.id)
         hf_config = model_config.hf_config
+        dtype = str(model_config.dtype).removeprefix("torch.")
+        for warning in self._device_warnings(dtype):
+            log.warning("%s: %s", spec.id, warning)
+            self.warnings.append(warning)
         return {
             "revision": getattr(hf_config, "_commit_hash", None) or spec.revision or source,
             "hardware": hardware_info(self.device),
-            "dtype": str(model_config.dtype).removeprefix("torch."),
+            "dtype": dtype,
+            "gpus": settings["tensor_parallel_size"] if self.device == "cuda" else 0,
             "prompt_rule": self.prompt_rule,
             "batch_size": self.batch_size,
             "scoring": spec.scoring,

@@ -89,7 +89,7 @@ class VLLMModel(ModelBase):
     revision: str | None = Field(None, description="Hub branch, tag or commit (weights and tokenizer).")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Weights' and activations' dtype; auto: vLLM's choice from the checkpoint "
-        "(half precision)."
+        "(half precision; bfloat16 is emulated and slow on a CPU without AVX-512 BF16: the run warns)."
     )
     quantization: Literal["none", "4bit"] = Field(
         "none", description="4bit: vLLM's bitsandbytes in-flight quantisation (CUDA only). Pre-quantised "
@@ -115,8 +115,8 @@ class VLLMModel(ModelBase):
         True, description="Reuse the KV cache of a shared prompt prefix (template and system prompt)."
     )
     enforce_eager: bool = Field(
-        False, description="Skip CUDA graphs and torch.compile: the engine starts sooner (on CPU: ~40 s "
-        "instead of ~130 s) and, on GPU, generates more slowly."
+        False, description="Skip CUDA graphs and torch.compile: the engine starts sooner (SmolLM2-135M on "
+        "two CPU cores: 16 s instead of 122 s, docs/vllm.md) and, on GPU, generates more slowly."
     )
     prompt_format: Literal["auto", "chat", "plain", "pmc-llama"] = Field(
         "auto", description="How a question becomes the prompt; auto picks by tokenizer and id (as for hf)."
