@@ -36,7 +36,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 # The engine core runs in this process, not in a child of its own. A child outlives a runner
 # killed with SIGKILL (it waits for a SIGTERM that never comes) and keeps the GPU memory the
 # rerun needs; in-process there is nothing to orphan, and multi-GPU workers watch their
-# parent and exit with it. It also starts in seconds instead of spawning and re-importing.
+# parent and exit with it. Nor is a process spawned and re-imported at start.
 # VLLM_ENABLE_V1_MULTIPROCESSING=1 in the environment restores vLLM's default.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
