@@ -128,6 +128,15 @@ def test_a_cached_tokenizer_counts_input_tokens_exactly(hub, isolated, capsys):
     assert api["input_exact"] is False and "4 characters a token" in api["tokenizer"]
 
 
+def earlier_run(plan, task, hardware: dict, *, answers: int, output_tokens: int, tokens_per_s: float) -> None:
+    """The manifest a run of this plan's model left in ./out, measured on ``hardware``."""
+    open_storage("out").write_text(f"{plan.run_id}/{task.model_dir}/manifest.json", ModelManifest(
+        run_id=plan.run_id, model=task.spec.id, model_dir=task.model_dir, backend=task.spec.backend,
+        status="running", params_hash=task.params_hash(), total=4, done=answers, hardware=hardware,
+        throughput={"answers": answers, "output_tokens": output_tokens, "output_tokens_per_s": tokens_per_s},
+    ).model_dump_json())
+
+
 def test_a_measured_run_replaces_max_new_tokens_and_the_table(isolated, capsys):
     write(isolated / "models.yaml", """
         questions: q.jsonl
@@ -140,12 +149,8 @@ def test_a_measured_run_replaces_max_new_tokens_and_the_table(isolated, capsys):
     task = plan.task("org_oncollm-7b")
     # An earlier attempt at this very run, on the A100 its Job gets, answered 3 questions, 90
     # tokens each at 300 tokens/s.
-    open_storage("out").write_text(f"{plan.run_id}/{task.model_dir}/manifest.json", ModelManifest(
-        run_id=plan.run_id, model=task.spec.id, model_dir=task.model_dir, backend="hf", status="running",
-        params_hash=task.params_hash(), total=4, done=3,
-        hardware={"device": "cuda", "gpus": ["NVIDIA A100-SXM4-80GB"]},
-        throughput={"answers": 3, "output_tokens": 270, "output_tokens_per_s": 300.0},
-    ).model_dump_json())
+    earlier_run(plan, task, {"device": "cuda", "gpus": ["NVIDIA A100-SXM4-80GB"]},
+                answers=3, output_tokens=270, tokens_per_s=300.0)
     data = plan_json(capsys, "models.yaml")
     measured, other = data["models"]
     assert measured["output_tokens"] == 90 * 4
@@ -180,11 +185,7 @@ def test_a_laptop_run_does_not_size_a_gpu_job_and_the_note_names_the_table(isola
     plan = make_plan(parse_config((isolated / "models.yaml").read_text(), base_dir=isolated))
     task = plan.tasks[0]
     # The quickstart ran this model on a laptop's CPU: 11 tokens a second, 80 tokens an answer.
-    open_storage("out").write_text(f"{plan.run_id}/{task.model_dir}/manifest.json", ModelManifest(
-        run_id=plan.run_id, model=task.spec.id, model_dir=task.model_dir, backend="hf", status="complete",
-        params_hash=task.params_hash(), total=4, done=4, hardware={"device": "cpu", "threads": 2},
-        throughput={"answers": 4, "output_tokens": 320, "output_tokens_per_s": 11.0},
-    ).model_dump_json())
+    earlier_run(plan, task, {"device": "cpu", "threads": 2}, answers=4, output_tokens=320, tokens_per_s=11.0)
     data = plan_json(capsys, "models.yaml")
     (model,) = data["models"]
     assert model["job"].startswith("1 × A100-80GB")

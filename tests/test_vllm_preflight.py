@@ -13,7 +13,8 @@ import torch
 from runner.backends import vllm
 from runner.config import Generation, VLLMModel
 from runner.plan import ModelTask
-from tests.conftest import run_cli, write
+from tests.conftest import write
+from tests.test_vllm import rejected
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -22,16 +23,6 @@ def project_with(project, **entry) -> None:
     write(project / "q.jsonl", json.dumps({"question": "What is HER2?"}) + "\n")
     write(project / "models.yaml", "questions: q.jsonl\noutput: out\nmodels:\n  - "
           + json.dumps({"id": MODEL, "backend": "vllm", **entry}) + "\n")
-
-
-def rejected(project, capsys, *expected: str) -> None:
-    code = run_cli("run", "models.yaml")
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for piece in expected:
-        assert piece in err, f"{piece!r} not in {err!r}"
-    assert not (project / "out").exists()
 
 
 @pytest.fixture
