@@ -34,7 +34,7 @@ from runner.artefacts.records import now_iso
 from runner.artefacts.stored import first_error
 from runner.backends import create_backend
 from runner.backends.base import AsyncGenerator, GenRequest, GenResult
-from runner.config import DESCRIPTORS, APIModel, Generation, RunConfig
+from runner.config import APIModel, Generation, RunConfig, descriptors
 from runner.engine.concurrent import run_concurrent
 from runner.errors import InputError
 from runner.plan import ModelTask
@@ -238,7 +238,7 @@ def _judge_spec(info: dict, name: str) -> APIModel:
             if not isinstance(model, APIModel):
                 raise InputError(
                     f"--judge {name}: is a {model.backend!r} model; the judge must be an API model "
-                    f"(backend {' or '.join(d.name for d in DESCRIPTORS if d.api)}) of the run's config"
+                    f"(backend {' or '.join(d.name for d in descriptors() if d.api)}) of the run's config"
                 )
             return model
     api = [m.model_dir for m in cfg.models if isinstance(m, APIModel)]

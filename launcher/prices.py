@@ -1,9 +1,10 @@
-"""API prices for the plan's cost column: one small table, with the date it was written down.
+"""API prices for the plan's cost column, from each API backend's dated price table.
 
 US dollars per million tokens, standard (not batch, not priority) tier, text prompts under 200k
-tokens, as the providers published them on ``AS_OF`` at ``SOURCES``. Prices change: the plan
-prints the date beside every total, and an entry's own ``prices:`` replaces the table for that
-model (and is what the runner uses for the manifest's recorded cost).
+tokens, as each provider published them on the date its table gives (its descriptor's
+``prices``, ``runner.config.backends``). Prices change: the plan prints the date beside every
+total, and an entry's own ``prices:`` replaces the table for that model (and is what the runner
+uses for the manifest's recorded cost).
 
 A model id matches the longest key it starts with, so ``gpt-4o-2024-08-06`` is priced as
 ``gpt-4o`` and ``gpt-4o-mini`` as itself.
@@ -11,45 +12,41 @@ A model id matches the longest key it starts with, so ``gpt-4o-2024-08-06`` is p
 
 from __future__ import annotations
 
-from runner.config import APIModel, ModelBase, Prices
+from collections.abc import Iterable
 
-AS_OF = "2025-11-20"
-SOURCES = ("https://openai.com/api/pricing/", "https://ai.google.dev/gemini-api/docs/pricing")
+from runner.config import APIModel, ModelBase, Prices, descriptor
+from runner.config.backends import PriceTable
 
-_TABLE: dict[str, tuple[float, float]] = {
-    # OpenAI
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-5": (1.25, 10.00),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "o3": (2.00, 8.00),
-    "o3-mini": (1.10, 4.40),
-    "o4-mini": (1.10, 4.40),
-    # Google (prompts up to 200k tokens; thinking tokens are billed as output)
-    "gemini-3-pro-preview": (2.00, 12.00),
-    "gemini-2.5-pro": (1.25, 10.00),
-    "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.5-flash-lite": (0.10, 0.40),
-}
-PRICES: dict[str, Prices] = {k: Prices(input_per_million=i, output_per_million=o)
-                             for k, (i, o) in _TABLE.items()}
+
+def table_of(spec: ModelBase) -> PriceTable | None:
+    return descriptor(spec.backend).prices if isinstance(spec, APIModel) else None
 
 
 def price_for(spec: ModelBase) -> tuple[Prices | None, str]:
-    """The model's prices and where they came from: its entry's ``prices``, else the table."""
+    """The model's prices and where they came from: its entry's ``prices``, else its backend's table."""
     if not isinstance(spec, APIModel):
         return None, ""
     if spec.prices is not None:
         return spec.prices, "its entry's prices"
+    table = table_of(spec)
+    if table is None:
+        return None, ""
     model = spec.id.lower()
-    keys = [k for k in PRICES if model == k or model.startswith(k + "-")]
+    keys = [k for k in table.per_million if model == k or model.startswith(k + "-")]
     if not keys:
         return None, ""
-    return PRICES[max(keys, key=len)], f"price table of {AS_OF}"
+    i, o = table.per_million[max(keys, key=len)]
+    return Prices(input_per_million=i, output_per_million=o), f"price table of {table.as_of}"
+
+
+def tables_used(specs: Iterable[ModelBase]) -> list[PriceTable]:
+    """The price tables these models are priced from, each once."""
+    out: list[PriceTable] = []
+    for spec in specs:
+        table = table_of(spec)
+        if table is not None and table not in out and price_for(spec)[1].startswith("price table"):
+            out.append(table)
+    return out
 
 
 def cost(prices: Prices, input_tokens: int, output_tokens: int) -> float:

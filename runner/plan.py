@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from runner.artefacts.records import RunInfo, now_iso, package_versions
 from runner.benchmarks import BenchmarkSource, load_benchmark, prompts_for, source_fingerprint
-from runner.config import Generation, HFModel, ModelSpec, RunConfig
+from runner.config import Generation, ModelSpec, RunConfig
 from runner.credentials import public_url
 from runner.errors import ConfigError
 from runner.prompts import prompt_hash, resolve_system_prompt
@@ -134,7 +134,7 @@ def _task(cfg: RunConfig, spec: ModelSpec, system_prompt: str | None) -> ModelTa
         if _scores_loglikelihood(spec):
             template = prompts.loglikelihood.prompt_template
             choices = prompts.loglikelihood.continuations
-            if isinstance(spec, HFModel) and spec.prompt_format == "auto":
+            if getattr(spec, "prompt_format", None) == "auto":  # every local backend that has the key
                 spec = spec.model_copy(update={"prompt_format": "plain"})
         else:
             template = prompts.instruction_template

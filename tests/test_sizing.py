@@ -159,6 +159,27 @@ def test_a_70b_model_in_16_bits_gets_tensor_parallel_over_several_gpus(hub, proj
     assert f"{n} × A100-80GB" in err
 
 
+def test_a_vllm_job_is_sized_for_vllms_batch_not_transformers(hub, project, capsys):
+    jobs, err = render(project, """
+        questions: q.jsonl
+        output: s3://medbench/runs
+        models:
+          - {id: axiong/PMC_LLaMA_13B, dtype: float16}
+          - {id: axiong/PMC_LLaMA_13B, name: on-vllm, backend: vllm, dtype: float16}
+          - {id: axiong/PMC_LLaMA_13B, name: on-vllm-8, backend: vllm, dtype: float16, batch_size: 8}
+        """, capsys)
+    hf, vllm, small = (sizing(jobs[m]) for m in ("axiong_PMC_LLaMA_13B", "on-vllm", "on-vllm-8"))
+    # transformers holds its whole batch of 32 in the KV cache; vLLM is handed chunks of 256 (its
+    # own auto) and schedules as many as its cache holds: the Job is sized for 32 at once.
+    assert hf["batch"] == 32 and "kv_sequences" not in hf
+    assert vllm["batch"] == 256 and vllm["kv_sequences"] == 32
+    assert vllm["kv_cache_gib"] == hf["kv_cache_gib"] and gpus(jobs["on-vllm"]) == 1
+    # A chunk of 8 is all vLLM can run at once.
+    assert small["batch"] == 8 and "kv_sequences" not in small
+    assert small["kv_cache_gib"] < vllm["kv_cache_gib"]
+    assert "KV cache (32 × " in err and "KV cache (8 × " in err
+
+
 def test_a_model_nothing_can_size_gets_one_clear_line_and_the_stated_default(hub, project, capsys):
     jobs, err = render(project, """
         questions: q.jsonl

@@ -81,7 +81,8 @@ def engine(smollm2_st):
         pytest.skip("run tests/test_vllm.py in a pytest process of its own, as scripts/test.sh does: "
                     "vLLM's engine start walks every loaded module, and flask's proxies (loaded by "
                     "moto for the S3 tests) break that walk")
-    spec = VLLMModel(id=MODEL_ID, backend="vllm", path=str(smollm2_st), batch_size=N_ITEMS, **ENGINE)
+    # gpus: 2, as a config written for the cluster has it: the CPU build runs anyway, and says so.
+    spec = VLLMModel(id=MODEL_ID, backend="vllm", path=str(smollm2_st), batch_size=N_ITEMS, gpus=2, **ENGINE)
     backend = VLLMBackend(task_for(spec))
     facts = backend.load()
     yield backend, facts
@@ -142,6 +143,14 @@ def test_the_manifest_facts_name_the_engine_its_version_and_settings(engine):
     settings = facts["engine_settings"]
     assert settings["max_model_len"] == 2048 and settings["enable_prefix_caching"] is True
     assert settings["kv_cache_memory_bytes"] == 1 << 30 and settings["seed"] == 0
+
+
+def test_gpus_on_the_cpu_build_are_recorded_as_what_ran(engine):
+    backend, facts = engine
+    # The entry asks for 2 GPUs; the CPU build used none and split nothing: that is what is recorded.
+    assert facts["gpus"] == 0 and facts["engine_settings"]["tensor_parallel_size"] == 1
+    assert any(w.startswith("gpus: 2 not used: vLLM's CPU build runs on this machine's CPU")
+               for w in backend.warnings)
 
 
 def test_a_prompt_longer_than_max_model_len_fails_that_item_alone(engine, questions_only):

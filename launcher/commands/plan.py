@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from launcher import prices as price_table
 from launcher.estimate import ModelEstimate, PlanEstimate, estimate
 from launcher.k8s.sizing import JobSize
 from launcher.runstate import format_elapsed
@@ -112,6 +111,36 @@ def plan_table(est: PlanEstimate) -> Table:
     return table
 
 
+def _names(models: list[ModelEstimate]) -> str:
+    return ", ".join(m.model for m in models)
+
+
+def _time_notes(est: PlanEstimate) -> list[str]:
+    """What each model's time rests on, named: a table, a measurement, the user's figure."""
+    notes = []
+    by_table: dict[str, list[ModelEstimate]] = {}
+    for m in est.models:
+        if m.speed_from == "table":
+            by_table.setdefault(m.speed_table, []).append(m)
+    for table, models in by_table.items():
+        notes.append(f"time and GPU-hours of {_names(models)}: the speed table of {table} "
+                     f"(docs/kubernetes.md), scaled to the Job's GPU type; set cluster.throughput to "
+                     "your own measurement, or let a run on the same hardware measure it")
+    for m in est.models:
+        if m.speed_from == "measured":
+            notes.append(f"time of {m.model}: {m.speed_basis}")
+    users = [m for m in est.models if m.speed_from == "cluster.throughput"]
+    if users:
+        notes.append(f"time of {_names(users)}: your cluster.throughput")
+    apis = [m for m in est.models if m.speed_from == "api"]
+    if apis:
+        notes.append(f"time of {_names(apis)}: ~1 s a request plus 50 output tokens a second, "
+                     "concurrency requests at a time")
+    if sum(1 for m in est.models if m.seconds) > 1:
+        notes.append("the total time is the longest Job's, as the Jobs run side by side")
+    return notes
+
+
 def plan_notes(est: PlanEstimate) -> list[str]:
     notes = []
     if any(not m.input_exact for m in est.models):
@@ -121,13 +150,13 @@ def plan_notes(est: PlanEstimate) -> list[str]:
                      "are used once a run of the same model and settings is in the output storage)")
     measured = sorted({m.output_basis for m in est.models if m.output_basis.startswith("measured")})
     notes += [f"output tokens {b}" for b in measured]
-    if any(m.gpus for m in est.models):
-        notes.append(f"time and GPU-hours: estimates from the throughput table (docs/kubernetes.md) for "
-                     f"{est.gpu_type}; cluster.throughput replaces them with your own measurements; the "
-                     "total time is the longest Job's, as the Jobs run side by side")
-    if any(m.api_cost is not None for m in est.models):
-        notes.append(f"API prices as published on {price_table.AS_OF} ({', '.join(price_table.SOURCES)}); "
-                     "an entry's prices: replaces them")
+    notes += _time_notes(est)
+    if est.price_tables:
+        by_date: dict[str, list[str]] = {}
+        for t in est.price_tables:
+            by_date.setdefault(t["as_of"], []).append(t["source"])
+        published = "; ".join(f"{d} ({', '.join(sources)})" for d, sources in by_date.items())
+        notes.append(f"API prices as published on {published}; an entry's prices: replaces them")
     if est.gpu_cost is not None:
         notes.append(f"GPU cost: GPU-hours × cluster.gpu_hour_price (${est.gpu_cost:,.2f} of the total)")
     for m in est.models:

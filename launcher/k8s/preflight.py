@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from runner.config import RunConfig
+from runner.config import RunConfig, descriptor
 from runner.errors import ClusterError, StorageError
 from runner.storage import Storage, scheme_of
 
@@ -81,9 +81,14 @@ def _needed_optional(cfg: RunConfig, sizes: dict[str, JobSize]) -> dict[tuple[st
     """Optional Secret keys that these Jobs do need after all, with the reason."""
     need: dict[tuple[str, str], str] = {}
     names = cfg.cluster.secrets
-    gated = [m.id for m in cfg.models if sizes.get(m.model_dir) and sizes[m.model_dir].gated]
-    if gated:
-        need[(names.huggingface, "token")] = f"{', '.join(gated)} {'is' if len(gated) == 1 else 'are'} gated"
+    gated: dict[tuple[str, str], list[str]] = {}
+    for m in cfg.models:
+        if sizes.get(m.model_dir) and sizes[m.model_dir].gated:
+            for secret in descriptor(m.backend).secrets:
+                if secret.when_gated:
+                    gated.setdefault((names.name(secret.secret), secret.key), []).append(m.id)
+    for where, models in gated.items():
+        need[where] = f"{', '.join(models)} {'is' if len(models) == 1 else 'are'} gated"
     for key in scheme_of(cfg.output).pod_access(cfg.cluster).secrets:
         if key.needed:
             need[(key.secret, key.key)] = key.needed

@@ -299,7 +299,7 @@ def _env(plan: Plan, task: ModelTask, cluster: ClusterConfig, options: RenderOpt
         env.append({"name": ENV_SIZING, "value": size.facts_json()})
     names = cluster.secrets
     for need in descriptor(spec.backend).secrets:
-        env.append(_secret_env(need.env_name(spec), getattr(names, need.secret), need.key, need.optional))
+        env.append(_secret_env(need.env_name(spec), names.name(need.secret), need.key, need.optional))
     access = scheme_of(plan.config.output).pod_access(cluster)
     env += [{"name": name, "value": value} for name, value in access.env]
     env += [_secret_env(s.env, s.secret, s.key, s.optional) for s in access.secrets]

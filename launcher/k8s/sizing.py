@@ -1,21 +1,25 @@
 """A Job's GPUs, memory and CPU, sized from the model it runs.
 
-For a local generative model (``backend: hf``)::
+For a local generative model (a backend whose descriptor says ``sized="gpus"``: hf, vllm)::
 
     GPU memory needed = weights at the chosen dtype or quantization
-                      + KV cache   (batch × (longest prompt + max_new_tokens) × bytes per token)
+                      + KV cache   (sequences × (longest prompt + max_new_tokens) × bytes per token)
                       + overhead   (10 % of the weights for activations and allocator slack,
                                     1 GiB per GPU for the CUDA context)
 
-and the number of GPUs is the smallest power of two whose memory (``gpu_memory``, from
-``gpu_type``, default 80Gi; 92 % of it usable) holds that: powers of two are what tensor parallel
-needs, and what ``device_map="auto"`` splits evenly. The pod's own memory holds the weights
-while they load (at 16 bits when quantizing: bitsandbytes quantizes as the shards reach the
-GPU) plus the runtime and ``/dev/shm``, which counts against the memory limit; CPU is 4 plus 4
-per GPU. ``/dev/shm`` is 1Gi for one GPU and 4Gi per GPU under tensor parallel (NCCL).
+where the sequences are the backend's batch (``batch_size``, or what ``auto`` is on a GPU or a
+CPU, from its descriptor's ``LocalProfile``), capped by the profile's ``kv_sequences``: an
+engine that schedules inside whatever KV cache is left (vLLM) needs room for some sequences at
+once, not for a whole chunk. The number of GPUs is the smallest power of two whose memory
+(``gpu_memory``, from ``gpu_type``, default 80Gi; 92 % of it usable) holds that: powers of two
+are what tensor parallel needs, and what ``device_map="auto"`` splits evenly. The pod's own
+memory holds the weights while they load (at 16 bits when quantizing: bitsandbytes quantizes as
+the shards reach the GPU) plus the runtime and ``/dev/shm``, which counts against the memory
+limit; CPU is 4 plus 4 per GPU. ``/dev/shm`` is 1Gi for one GPU and 4Gi per GPU under tensor
+parallel (NCCL).
 
-Encoders (``embed``) stay on CPU and get memory for their weights; API and echo models get
-``cluster.cpu_resources``. The user always has the last word: ``gpus:`` (``gpus: 0`` runs an
+Encoders (``sized="memory"``) stay on CPU and get memory for their weights; API and echo models
+get ``cluster.cpu_resources``. The user always has the last word: ``gpus:`` (``gpus: 0`` runs an
 hf model on CPU), ``cluster.gpu_resources`` and a model's ``resources:`` replace what is
 computed, with a warning when what they ask for cannot hold the weights.
 
@@ -42,7 +46,6 @@ USABLE = 0.92
 OVERHEAD = 0.10
 CUDA_CONTEXT = 1 * GiB
 RUNTIME = 6 * GiB  # Python, torch and the CUDA libraries, the tokenizer, the batch on the host
-AUTO_BATCH_GPU, AUTO_BATCH_CPU = 32, 8  # what the hf backend starts from with batch_size: auto
 MAX_GPUS = 64
 NODE_GPUS = 8
 #: A generative model nothing could size: the defaults medbench always used for a GPU pod.
@@ -123,7 +126,8 @@ class Need:
     weights: float
     host_weights: float  #: the weights as they pass through host memory while loading
     kv: float
-    batch: int
+    batch: int  #: the backend's batch (chunk) size
+    sequences: int  #: sequences whose KV cache the Job holds at once
     seq: int
 
     def gpu_total(self, gpus: int) -> float:
@@ -153,17 +157,24 @@ def _need(task: ModelTask, w: Weights, on_gpu: bool, longest_prompt: int) -> Nee
     else:
         weights = host = w.params * compute
         load = dtype
+    profile = descriptor(spec.backend).local
     batch_setting = getattr(spec, "batch_size", "auto")
-    auto_batch = AUTO_BATCH_GPU if on_gpu else AUTO_BATCH_CPU
-    batch = batch_setting if isinstance(batch_setting, int) else auto_batch
+    if isinstance(batch_setting, int):
+        batch = batch_setting
+    elif profile is not None:
+        batch = profile.auto_batch_gpu if on_gpu else profile.auto_batch_cpu
+    else:
+        batch = 1
+    sequences = profile.kv_batch(batch) if profile is not None else batch
     if getattr(spec, "scoring", "generate") == "loglikelihood":
         seq = longest_prompt + 64  # the prompt and one option's continuation; nothing generated
     else:
         seq = longest_prompt + task.generation.max_new_tokens
     if w.arch is not None and w.arch.max_positions:
         seq = min(seq, int(w.arch.max_positions))
-    kv = batch * seq * kv_bytes_per_token(w, compute)
-    return Need(load=load, weights=weights, host_weights=host, kv=kv, batch=batch, seq=seq)
+    kv = sequences * seq * kv_bytes_per_token(w, compute)
+    return Need(load=load, weights=weights, host_weights=host, kv=kv, batch=batch, sequences=sequences,
+                seq=seq)
 
 
 def _pow2_gpus(need: Need, per_gpu: int) -> int:
@@ -272,7 +283,7 @@ def size_task(task: ModelTask, cluster: ClusterConfig, placement: Placement, loo
     arithmetic = f"{need.load}: {gib(need.weights)} weights"
     if d.sized == "gpus" and gpus:
         overhead = OVERHEAD * need.weights + CUDA_CONTEXT * gpus
-        arithmetic += (f" + {gib(need.kv)} KV cache ({need.batch} × {need.seq} tokens) + "
+        arithmetic += (f" + {gib(need.kv)} KV cache ({need.sequences} × {need.seq} tokens) + "
                        f"{gib(overhead)} overhead = {gib(sized_gpu_total)}")
     where = f"{gpus} × {gpu_type} ({per_gpu / GiB:.0f}Gi)" if gpus else "CPU"
     summary = (f"{params}{ckpt}, from {weights.source}; {arithmetic} -> {where}, {res.memory} memory, "
@@ -287,6 +298,8 @@ def size_task(task: ModelTask, cluster: ClusterConfig, placement: Placement, loo
         "gpus": gpus, "gpu_type": gpu_type if gpus else None, "gpu_memory_gib": round(per_gpu / GiB, 1),
         "memory": res.memory, "cpu": res.cpu,
     }
+    if need.sequences != need.batch:  # only where it differs, so other Jobs' manifests stay as they were
+        facts["kv_sequences"] = need.sequences
     if explicit_gpus is not None:
         facts["gpus_configured"] = explicit_gpus
     return JobSize(gpus=gpus, cpu=res.cpu, memory=res.memory, shm=_shm(gpus) if gpus else None,

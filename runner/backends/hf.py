@@ -25,9 +25,6 @@ from runner.backends.loglik import predictions, score_options, scored_choices  #
 from runner.errors import BackendUnavailable, ConfigError, OutOfMemory  # noqa: E402
 from runner.prompts import build_prompt, choose_format  # noqa: E402
 
-AUTO_BATCH_CPU = 8
-AUTO_BATCH_CUDA = 32
-
 
 def package_folder(pkg: str) -> str | None:
     """The folder of an installed package, found without importing it.
@@ -194,7 +191,7 @@ class HFBackend(BatchGenerator):
         model.eval()
         self.model, self.tokenizer = model, tok
         if self.adaptive_batch:
-            self.batch_size = AUTO_BATCH_CUDA if self.device == "cuda" else AUTO_BATCH_CPU
+            self.batch_size = self.auto_batch_size(self.device)
         self.prompt_rule = choose_format(spec.prompt_format, tok, spec.id)
         return {
             **model_facts(model, spec, source, self.device),

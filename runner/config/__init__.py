@@ -7,7 +7,6 @@ The backends' own keys and what the rest of medbench knows about each backend li
 """
 
 from runner.config.backends import (
-    BACKENDS,
     DESCRIPTORS,
     APIModel,
     Descriptor,
@@ -18,8 +17,11 @@ from runner.config.backends import (
     ModelSpec,
     OpenAIModel,
     VLLMModel,
+    backend_names,
     descriptor,
+    descriptors,
     infer_backend,
+    register,
 )
 from runner.config.base import (
     ClusterConfig,
@@ -40,10 +42,10 @@ from runner.config.loading import format_validation_error, load_config, parse_co
 from runner.config.run import RunConfig
 
 __all__ = [
-    "APIModel", "BACKENDS", "DESCRIPTORS", "ClusterConfig", "Descriptor", "EchoModel", "EmbedModel",
+    "APIModel", "DESCRIPTORS", "ClusterConfig", "Descriptor", "EchoModel", "EmbedModel",
     "GeminiModel", "Generation", "GenerationOverride", "HFModel", "ModelBase", "ModelSpec", "OpenAIModel",
     "Placement", "Prices", "Resources", "RunConfig", "SecretNames", "Strict", "Toleration", "VLLMModel",
     "check_run_id",
-    "check_safe_name", "check_template", "descriptor", "format_validation_error", "infer_backend",
-    "load_config", "parse_config",
+    "backend_names", "check_safe_name", "check_template", "descriptor", "descriptors",
+    "format_validation_error", "infer_backend", "load_config", "parse_config", "register",
 ]

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from runner.artefacts.keys import RESERVED_NAMES
 from runner.errors import MB, ConfigError
@@ -348,24 +357,67 @@ class Resources(Strict):
         return check_memory(v)
 
 
-class SecretNames(Strict):
-    """Names of the Kubernetes Secrets the pods read credentials from (never their values)."""
+@dataclass(frozen=True)
+class SecretName:
+    """A Kubernetes Secret some pods read a credential from: its key under ``cluster.secrets``,
+    the name it has when that key is left out, and what it holds (for the reference)."""
 
-    openai: str = Field("medbench-openai", description="Secret with the OpenAI key under 'api-key'.")
-    gemini: str = Field("medbench-gemini", description="Secret with the Gemini key under 'api-key'.")
-    huggingface: str = Field("medbench-hf", description="Secret with the Hugging Face token under 'token'.")
+    key: str
+    default: str
+    holds: str
+
+
+#: The Secrets backends' pods read, by their key under ``cluster.secrets``. Each backend declares
+#: its own in its descriptor; ``runner.config.backends`` keeps this in step with them.
+BACKEND_SECRETS: dict[str, SecretName] = {}
+
+
+class SecretNames(Strict):
+    """Names of the Kubernetes Secrets the pods read credentials from (never their values).
+
+    The S3 Secret's key is declared here; every other key is a Secret a backend's descriptor
+    declares (``huggingface``, ``openai``, ``gemini``, ...), listed below with its default.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
     s3: str = Field(
         "medbench-s3", description="Secret with 'access-key-id' and 'secret-access-key' for S3."
     )
 
-    @field_validator("openai", "gemini", "huggingface", "s3")
+    @field_validator("s3")
     @classmethod
     def _names(cls, v: str) -> str:
         return check_object_name(v)
 
+    @model_validator(mode="after")
+    def _backend_secrets(self) -> SecretNames:
+        problems: list[InitErrorDetails] = []
+        for key, value in (self.model_extra or {}).items():
+            if key not in BACKEND_SECRETS:
+                problems.append(InitErrorDetails(type="extra_forbidden", loc=(key,), input=value))
+                continue
+            try:
+                if not isinstance(value, str):
+                    raise ValueError("expected a Kubernetes object name")
+                check_object_name(value)
+            except ValueError as e:
+                problems.append(InitErrorDetails(type=PydanticCustomError("value_error", str(e)), loc=(key,),
+                                                 input=value))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
+    def name(self, secret: SecretName) -> str:
+        """The Secret's name in the namespace: as configured, else its default."""
+        return str((self.model_extra or {}).get(secret.key) or secret.default)
+
 
 class ClusterConfig(Placement):
-    """Read only by ``launcher render`` and ``launcher submit``."""
+    """Kubernetes settings. ``launcher render`` and ``launcher submit`` read every key; ``launcher
+    plan`` the keys that size and price a Job (the placement keys, ``gpu_type``, ``gpu_memory``,
+    ``gpu_resources``, ``cpu_resources``, ``throughput``, ``gpu_hour_price``) and ``s3_endpoint``
+    (to read earlier runs); ``launcher run`` only ``s3_endpoint``, for an s3:// output."""
 
     namespace: str = Field("medbench", description="Namespace the Jobs are created in.")
     image: str = Field(
@@ -472,8 +524,9 @@ class ModelBase(Strict):
     )
     generation: GenerationOverride | None = Field(None, description="Overrides of the file's generation.")
     gpus: int | None = Field(
-        None, ge=0, description="GPUs the model's pod requests; left out: sized from the model's weights "
-        "for hf models, none for the others. 0 runs an hf model on CPU."
+        None, ge=0, description="GPUs the model's pod requests (for vllm also its tensor-parallel size, "
+        "locally too); left out: what its backend's section below says (local models: sized from the "
+        "weights). 0: no GPU; an hf model then runs on CPU."
     )
     shards: int = Field(
         1, ge=1, le=1000, description="Pods that split the questions between them (an Indexed Job)."

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from runner.config.backends import BACKENDS, key_env_clashes
+from runner.config.backends import key_env_clashes
 from runner.config.run import RunConfig
 from runner.errors import ConfigError
 
@@ -123,11 +123,9 @@ def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dic
 
 
 def _loc_parts(loc: tuple) -> tuple:
-    """Drop the discriminator tag pydantic inserts after a list index (models.2.hf.x)."""
+    """Drop the discriminator tag pydantic inserts in a union (questions.benchmark.x)."""
     parts: list = []
     for i, p in enumerate(loc):
-        if i > 0 and isinstance(loc[i - 1], int) and p in BACKENDS:
-            continue
         if i > 0 and loc[i - 1] == "questions" and p in ("file", "benchmark"):
             continue
         if isinstance(p, str) and p.startswith("function-"):
@@ -152,8 +150,6 @@ def _message(err: ErrorDetails) -> str:
         return "required key is missing"
     if t == "literal_error":
         return f"expected one of {ctx.get('expected', '')}"
-    if t == "union_tag_invalid":
-        return f"unknown backend {ctx.get('tag')!r}; expected one of {', '.join(BACKENDS)}"
     msg = err["msg"]
     return msg.removeprefix("Value error, ")
 
@@ -163,8 +159,6 @@ def format_validation_error(e: ValidationError, source: str, lines: dict[tuple, 
     out = []
     for err in e.errors():
         parts = _loc_parts(tuple(err["loc"]))
-        if err["type"] == "union_tag_invalid":
-            parts += ("backend",)
         line = None
         for n in range(len(parts), -1, -1):
             if parts[:n] in lines:

@@ -17,8 +17,9 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from runner.benchmarks.source import BenchmarkSource
-from runner.config.backends import DESCRIPTORS, APIModel
+from runner.config.backends import DEFAULT_BACKEND, APIModel, Descriptor, ModelSpec, descriptors
 from runner.config.base import (
+    BACKEND_SECRETS,
     ClusterConfig,
     Generation,
     GenerationOverride,
@@ -41,13 +42,11 @@ Unknown keys are errors. How the pieces fit together: [configuration](../configu
 
 
 def _type(annotation: Any) -> str:
+    if annotation == ModelSpec:
+        return "[model entry](#a-model-entry)"  # validated by the config of its backend
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        inner = typing.get_args(annotation)[0]
-        members = typing.get_args(inner) or (inner,)
-        if all(isinstance(m, type) and issubclass(m, ModelBase) for m in members):
-            return "[model entry](#a-model-entry)"  # the models union, discriminated by backend
-        return _type(inner)
+        return _type(typing.get_args(annotation)[0])
     if annotation is GenerationOverride:
         return "[generation](#generation) keys"
     if origin is Literal:
@@ -79,19 +78,58 @@ def _default(field: FieldInfo) -> str:
     return f"`{field.default}`"
 
 
-def _rows(model: type[BaseModel], skip: set[str]) -> list[str]:
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _rows(model: type[BaseModel], skip: set[str], defaults: dict[str, str]) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         if name in skip or field.exclude:
             continue
-        desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| `{name}` | {_type(field.annotation)} | {_default(field)} | {desc} |")
+        default, meaning = defaults.get(name) or _default(field), _cell(field.description or "")
+        rows.append(f"| `{name}` | {_type(field.annotation)} | {default} | {meaning} |")
     return rows
 
 
-def _table(model: type[BaseModel], skip: set[str] | None = None) -> str:
+def _table(model: type[BaseModel], skip: set[str] | None = None, defaults: dict[str, str] | None = None,
+           extra_rows: list[str] | None = None) -> str:
     head = "| key | type | default | meaning |\n| --- | --- | --- | --- |"
-    return head + "\n" + "\n".join(_rows(model, skip or set())) + "\n"
+    return head + "\n" + "\n".join(_rows(model, skip or set(), defaults or {}) + (extra_rows or [])) + "\n"
+
+
+def _overridden(config: type[BaseModel], base: type[BaseModel]) -> set[str]:
+    """Keys of ``base`` whose default ``config`` changes: its own table shows them again."""
+    return {n for n, f in base.model_fields.items() if n != "backend"
+            and n in config.model_fields and _default(config.model_fields[n]) != _default(f)}
+
+
+def _per_backend(key: str, base: type[BaseModel]) -> str:
+    """A key every backend of ``base`` defaults differently: each backend's default, named."""
+    shown = [f"`{d.config.model_fields[key].default}` ({d.name})" for d in descriptors()
+             if issubclass(d.config, base) and not d.config.model_fields[key].is_required()]
+    return "per backend: " + ", ".join(shown) if shown else ""
+
+
+def _jobs(d: Descriptor) -> str:
+    """What a Kubernetes Job of this backend gets, from its descriptor."""
+    image = "the GPU runner image (`cluster.image`)" if d.image == "gpu" else \
+        "the CPU runner image (`cluster.cpu_image`, default `cluster.image`)"
+    if d.sized == "gpus":
+        size = "GPUs and memory sized from the model's weights when `gpus` is left out"
+    elif d.sized == "memory":
+        size = "memory sized from the model's weights, no GPU unless `gpus` asks"
+    else:
+        size = "`cluster.cpu_resources`, no GPU unless `gpus` asks"
+    secrets = "".join(f"; `{s.env or 'api_key_env'}` from the Secret `cluster.secrets.{s.secret.key}`"
+                      + (" (optional)" if s.optional else "") for s in d.secrets)
+    return f"Its Jobs: {image}, {size}{secrets}."
+
+
+def _secret_rows() -> list[str]:
+    return [f"| `{s.key}` | str | `{s.default}` | Secret with {_cell(s.holds)} (backend "
+            f"{', '.join(d.name for d in descriptors() if any(e.secret == s for e in d.secrets))}). |"
+            for s in BACKEND_SECRETS.values()]
 
 
 def undocumented() -> list[str]:
@@ -99,7 +137,7 @@ def undocumented() -> list[str]:
     models: list[type[BaseModel]] = [RunConfig, Generation, GenerationOverride, ClusterConfig, Placement,
                                      Toleration, Resources, SecretNames, Prices, ModelBase, APIModel,
                                      BenchmarkSource]
-    models += [d.config for d in DESCRIPTORS]
+    models += [d.config for d in descriptors()]
     return [f"{m.__name__}.{n}" for m in models for n, f in m.model_fields.items()
             if not f.exclude and not (f.description or "").strip()]
 
@@ -109,22 +147,26 @@ def render_reference() -> str:
     out.append("## Top level\n\n" + _table(RunConfig))
     out.append("## generation\n\nDecoding settings for every generative model; a model's own "
                "`generation:` replaces only the keys it gives.\n\n" + _table(Generation))
-    out.append("## A model entry\n\nEvery entry takes these keys, whatever its `backend`. "
-               "`backend` may be left out: ids starting with "
-               + ", ".join(f"`{p}`" for d in DESCRIPTORS for p in d.id_prefixes)
-               + " mean their API; anything else means `hf`.\n\n" + _table(ModelBase))
+    prefixes = ", ".join(f"`{p}`" for d in descriptors() for p in d.id_prefixes)
+    out.append("## A model entry\n\nEvery entry takes these keys, whatever its `backend`. `backend` may "
+               f"be left out: ids starting with {prefixes} mean their API; anything else means "
+               f"`{DEFAULT_BACKEND}`.\n\n"
+               + _table(ModelBase, defaults={"backend": "inferred from `id`"}))
     common = set(ModelBase.model_fields)
-    out.append("### Keys of every API model\n\n" + _table(APIModel, common))
+    out.append("### Keys of every API model\n\n"
+               + _table(APIModel, common, defaults={"api_key_env": _per_backend("api_key_env", APIModel)}))
     api_keys = common | set(APIModel.model_fields)
-    for d in DESCRIPTORS:
-        skip = api_keys if issubclass(d.config, APIModel) else common
+    for d in descriptors():
+        base = APIModel if issubclass(d.config, APIModel) else ModelBase
+        skip = (api_keys if base is APIModel else common) - _overridden(d.config, base)
         extra = f" (pip extra `{d.extra}`)" if d.extra else ""
-        out.append(f"### backend: {d.name}\n\n{d.summary}{extra}.\n\n" + _table(d.config, skip))
+        out.append(f"### backend: {d.name}\n\n{d.summary}{extra}. {_jobs(d)}\n\n" + _table(d.config, skip))
     for model in (BenchmarkSource, Prices, ClusterConfig, Placement, Toleration, Resources, SecretNames):
-        doc = (model.__doc__ or "").strip().split("\n\n")[0]
+        doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split()).replace("``", "`")
         skip = set(Placement.model_fields) if model is ClusterConfig else set()
         note = " It also takes every [Placement](#placement) key." if model is ClusterConfig else ""
-        out.append(f"## {model.__name__}\n\n{doc}{note}\n\n" + _table(model, skip))
+        rows = _secret_rows() if model is SecretNames else None
+        out.append(f"## {model.__name__}\n\n{doc}{note}\n\n" + _table(model, skip, extra_rows=rows))
     return "\n".join(out).rstrip() + "\n"
 
 

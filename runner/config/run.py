@@ -60,7 +60,9 @@ class RunConfig(Strict):
         "{question}, {context} and {options}, or a file holding one (relative to this file)."
     )
     cluster: ClusterConfig = Field(
-        default_factory=ClusterConfig, description="Kubernetes settings (render and submit only)."
+        default_factory=ClusterConfig,
+        description="Kubernetes settings: render and submit read them all, plan some, launcher run only "
+        "s3_endpoint (see below)."
     )
     models: list[ModelSpec] = Field(min_length=1, description="The panel: one entry per model.")
 
