@@ -35,6 +35,11 @@ from runner.redact import redact
 MB = 10**6
 
 
+def install_hint(extra: str) -> str:
+    """How to add an extra: medbench is not on a package index, it installs from its checkout."""
+    return f"pip install -e '.[{extra}]' in the medbench checkout"
+
+
 class MedbenchError(Exception):
     exit_code = 1
 

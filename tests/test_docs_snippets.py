@@ -45,3 +45,17 @@ def test_every_name_a_snippet_imports_from_medbench_exists(where, code):
             for alias in node.names:
                 if alias.name.split(".")[0] in ("runner", "launcher"):
                     importlib.import_module(alias.name)
+
+
+def test_nothing_tells_a_user_to_install_medbench_from_an_index():
+    """medbench installs from its checkout: `pip install medbench` or 'medbench[api]' would fetch
+    nothing (or someone else's package). Pages and the messages the code prints say
+    `pip install -e '.[extra]'` instead."""
+    index_install = re.compile(r"pip install (-U |--upgrade )?['\"]?medbench\b")
+    sources = PAGES + sorted((REPO / "runner").rglob("*.py")) + sorted((REPO / "launcher").rglob("*.py"))
+    for path in sources:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            assert not index_install.search(line), f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+    from runner.errors import install_hint
+
+    assert install_hint("api") == "pip install -e '.[api]' in the medbench checkout"

@@ -36,6 +36,7 @@ from launcher.scoring.run_data import ModelData, RunData
 from launcher.scoring.similarity import TextEncoder, cosine_pairs, resolve_encoder
 from launcher.scoring.source import source_label
 from launcher.scoring.stats import MIN_PAIRED_ITEMS, bootstrap_ci, mcnemar, paired_bootstrap, verdict
+from runner.errors import install_hint
 from runner.questions import Question
 
 ALPHA = 0.05
@@ -229,7 +230,7 @@ def compute_metrics(run: RunData, *, similarity_encoder: str | None = "minilm", 
     cache_dir = run.path if cache else None
     notes: list[str] = []
     if not rouge.available():
-        notes.append("ROUGE-L not computed: install rouge-score (pip install 'medbench[report]')")
+        notes.append(f"ROUGE-L not computed: install rouge-score ({install_hint('report')})")
     # Fail on a wrong --encoder before any work.
     encoder: TextEncoder | None = resolve_encoder(similarity_encoder, _encoder_specs(run))
 

@@ -28,7 +28,7 @@ SETTINGS: dict[str, str | bool] = {"metric": "rougeL-f1", "use_stemmer": True}
 
 
 def available() -> bool:
-    """True when ``rouge-score`` is installed (pip install 'medbench[report]')."""
+    """True when ``rouge-score`` is installed (the ``report`` extra)."""
     return importlib.util.find_spec("rouge_score") is not None
 
 

@@ -12,7 +12,7 @@ import importlib
 
 from runner.backends.base import Backend
 from runner.config.backends import descriptor
-from runner.errors import BackendUnavailable
+from runner.errors import BackendUnavailable, install_hint
 from runner.plan import ModelTask
 
 
@@ -27,7 +27,7 @@ def backend_class(name: str) -> type[Backend]:
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] in ("runner", "launcher"):
             raise  # our own module is missing: a bug, not an extra to install
-        hint = f" install it with: pip install 'medbench[{d.extra}]'" if d.extra else ""
+        hint = f" install it with: {install_hint(d.extra)}" if d.extra else ""
         raise BackendUnavailable(
             f"backend {name!r} needs the Python package {e.name!r}, which is not installed;{hint}"
         ) from e

@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from runner.backends.base import BatchGenerator, GenRequest, GenResult  # noqa: E402
 from runner.backends.loglik import predictions, score_options, scored_choices  # noqa: E402
-from runner.errors import BackendUnavailable, ConfigError, OutOfMemory  # noqa: E402
+from runner.errors import BackendUnavailable, ConfigError, OutOfMemory, install_hint  # noqa: E402
 from runner.prompts import build_prompt, choose_format  # noqa: E402
 
 
@@ -160,7 +160,7 @@ class HFBackend(BatchGenerator):
             if importlib.util.find_spec("bitsandbytes") is None:
                 raise BackendUnavailable(
                     f"{spec.id}: quantization {spec.quantization!r} needs bitsandbytes: "
-                    "pip install 'medbench[quant]'"
+                    + install_hint("quant")
                 )
 
     def load(self) -> dict[str, Any]:

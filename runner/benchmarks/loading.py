@@ -21,6 +21,7 @@ from typing import Any
 
 from runner.benchmarks.catalogue import Benchmark
 from runner.benchmarks.errors import DatasetUnavailable, UnknownSplit
+from runner.errors import install_hint
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
@@ -41,7 +42,7 @@ def _datasets():
         import datasets
     except ModuleNotFoundError:
         raise DatasetUnavailable(
-            "named benchmarks need the 'datasets' package: pip install 'medbench[benchmarks]'"
+            "named benchmarks need the 'datasets' package: " + install_hint("benchmarks")
         ) from None
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
