@@ -187,7 +187,7 @@ def cmd_compare(args) -> int:
         sys.stdout.write(csv_text(full))
         return 0
     shown = dict(full, flips=[dict(f, items=f["items"][:args.flips]) for f in full["flips"]])
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # long lines wrap in the terminal, not in the text
     _print(shown, console)
     if html is not None:
         console.print(f"leaderboard → {html}", markup=False)

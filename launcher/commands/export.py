@@ -72,11 +72,25 @@ def _check_output(output: Path) -> None:
             raise InputError(f"-o {output}: {path} is a folder; give a file name such as results.parquet")
 
 
-def _write(path: Path, tables: Iterable[Any], schema: Any) -> int:
-    """Stream the tables into one Parquet file, whole or not at all; the rows written."""
+def _current(path: Path, fingerprint: str) -> bool:
+    """The file was written from these very runs (nothing changed since)."""
     from launcher.results.schema import require
+    from launcher.results.store import FINGERPRINT
 
     pq = require("pyarrow.parquet")
+    try:
+        return (pq.read_schema(path).metadata or {}).get(FINGERPRINT) == fingerprint.encode()
+    except (OSError, ValueError):
+        return False
+
+
+def _write(path: Path, tables: Iterable[Any], schema: Any, fingerprint: str) -> int:
+    """Stream the tables into one Parquet file, whole or not at all; the rows written."""
+    from launcher.results.schema import require
+    from launcher.results.store import FINGERPRINT
+
+    pq = require("pyarrow.parquet")
+    schema = schema.with_metadata({**(schema.metadata or {}), FINGERPRINT: fingerprint.encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_beside(path)
     os.close(fd)
@@ -99,10 +113,15 @@ def cmd_export(args) -> int:
     _check_output(output)
     results = load_runs(args)
     console = Console(highlight=False)
+    runs = results.runs()
+    fingerprint = results.fingerprint()
+    unchanged = _current(output, fingerprint) and _current(runs_path(output), fingerprint)
     try:
-        n = _write(output, (t.samples() for t in results.tables), arrow_schema(SAMPLES))
-        runs = results.runs()
-        _write(runs_path(output), [runs], arrow_schema(RUNS))
+        if unchanged:  # every run as when the file was written: it already holds exactly this
+            n = sum(t.samples(["question_index"]).num_rows for t in results.tables)
+        else:
+            n = _write(output, (t.samples() for t in results.tables), arrow_schema(SAMPLES), fingerprint)
+            _write(runs_path(output), [runs], arrow_schema(RUNS), fingerprint)
     except OSError as e:
         raise StorageError(f"cannot write {output}: {e.strerror or e}") from e
     total = len(results.tables)
@@ -114,6 +133,7 @@ def cmd_export(args) -> int:
         if ids:
             what = "still running, or a model not started" if status == "partial" else "a model failed"
             console.print(Text(f"  {status} ({what}): {', '.join(ids)}"))
-    console.print(f"{n:,} answers → {output}", markup=False)
-    console.print(f"{runs.num_rows:,} model runs → {runs_path(output)}", markup=False)
+    same = " (unchanged, not rewritten)" if unchanged else ""
+    console.print(f"{n:,} answers → {output}{same}", markup=False)
+    console.print(f"{runs.num_rows:,} model runs → {runs_path(output)}{same}", markup=False)
     return 0

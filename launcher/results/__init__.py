@@ -35,6 +35,17 @@ class Results:
     def rebuilt(self) -> int:
         return sum(1 for t in self.tables if t.rebuilt)
 
+    def fingerprint(self) -> str:
+        """Changes when any run's tables, or the set of runs, changed."""
+        import hashlib
+
+        from launcher.results.store import code_hash
+
+        h = hashlib.sha256()
+        for t in self.tables:
+            h.update(f"{t.ref.url}\t{t.ref.fingerprint(code_hash())}\n".encode())
+        return h.hexdigest()[:32]
+
     def samples(self, columns: list[str] | None = None) -> Any:
         """Every run's samples as one pyarrow Table (only ``columns``, when given)."""
         from launcher.results.schema import SAMPLES, arrow_schema, require
@@ -72,16 +83,16 @@ def load(paths: list[str] | str, *, endpoint: str | None = None, cache: Path | N
     refs = find_runs([paths] if isinstance(paths, str) else list(paths), endpoint=endpoint)
     store = RunStore(cache)
     out = Results()
-    for ref in refs:
-        tables = store.cached(ref)
-        if tables is None:
-            try:
-                tables = store.build(ref, notes=on_note)
-            except UnreadableRun as e:
-                out.skipped.append((ref.url, str(e)))
-                if on_skip:
-                    on_skip(ref.url, str(e))
-                continue
+    found: list[Any] = [store.cached(ref) for ref in refs]
+    todo = [i for i, tables in enumerate(found) if tables is None]
+    built = dict(zip(todo, store.build_all([refs[i] for i in todo], notes=on_note), strict=True))
+    for i, ref in enumerate(refs):
+        tables = found[i] if found[i] is not None else built[i]
+        if isinstance(tables, UnreadableRun):
+            out.skipped.append((ref.url, str(tables)))
+            if on_skip:
+                on_skip(ref.url, str(tables))
+            continue
         out.tables.append(tables)
     if store.note:
         out.notes.append(store.note)

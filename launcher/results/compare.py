@@ -165,15 +165,15 @@ def _leaderboard(data: _Data, n_boot: int, seed: int) -> tuple[list[dict], dict[
         rows = rows[np.argsort(data.index[rows], kind="stable")]
         groups[(int(data.model.codes[rows[0]]), int(data.benchmark.codes[rows[0]]))] = rows
     # Each model key's facts from its latest answer anywhere (graded or not).
-    latest_of: dict[int, int] = {}
-    for i in np.argsort(data.created, kind="stable"):
-        latest_of[int(data.model.codes[i])] = int(i)
-    facts = data.table.take(np.array([latest_of[k] for k in sorted(latest_of)], dtype=np.int64)).to_pylist()
-    by_key = dict(zip(sorted(latest_of), facts, strict=True))
+    order = np.lexsort((data.created, data.model.codes))
+    last = order[np.r_[data.model.codes[order][1:] != data.model.codes[order][:-1], True]]
+    facts = data.table.take(last).to_pylist()
+    by_key = {int(data.model.codes[i]): fact for i, fact in zip(last, facts, strict=True)}
     runs_of: dict[int, set[str]] = {}
     partial: dict[int, bool] = {}
     board: dict[int, dict[str, Any]] = {}
-    for (mk, bm), rows in groups.items():
+    # By size: the bootstrap's resamples of one size are drawn once (launcher.scoring.stats).
+    for (mk, bm), rows in sorted(groups.items(), key=lambda kv: len(kv[1])):
         row = board.setdefault(mk, _row(by_key[mk]))
         values = data.correct[rows].astype(np.float64)
         lo, hi = bootstrap_ci(values, n_boot=n_boot, seed=seed)
@@ -247,7 +247,7 @@ def _pairs(data: _Data, board: list[dict], groups: dict[tuple[int, int], np.ndar
     by_benchmark: dict[int, list[int]] = {}
     for mk, bm in groups:
         by_benchmark.setdefault(bm, []).append(mk)
-    out = []
+    shared: list[tuple[int, int, int, int, np.ndarray, np.ndarray]] = []
     for bm in sorted(by_benchmark):
         keys = sorted(by_benchmark[bm], key=lambda k: rank[data.model.values[k]])
         items = {mk: _items(data, groups[(mk, bm)], match) for mk in keys}
@@ -261,17 +261,21 @@ def _pairs(data: _Data, board: list[dict], groups: dict[tuple[int, int], np.ndar
                 order = np.argsort(data.index[ra[pa_]], kind="stable")
                 ya = data.correct[ra[pa_][order]].astype(np.float64)
                 yb = data.correct[rb[pb_][order]].astype(np.float64)
-                a_only, b_only = int(np.sum(ya > yb)), int(np.sum(yb > ya))
-                test = mcnemar(a_only, b_only)
-                d = paired_bootstrap(ya.tolist(), yb.tolist(), n_boot=n_boot, seed=seed)
-                v = verdict(test.p, len(ya), ALPHA)
-                out.append({"benchmark": data.benchmark.values[bm], "a": label[data.model.values[a]],
-                            "b": label[data.model.values[b]], "a_key": data.model.values[a],
-                            "b_key": data.model.values[b], "n": int(len(ya)), "a_correct": int(ya.sum()),
-                            "b_correct": int(yb.sum()), "a_only_correct": a_only, "b_only_correct": b_only,
-                            "mcnemar_p": test.p, "diff": d.diff, "diff_ci_low": d.ci_low,
-                            "diff_ci_high": d.ci_high, "verdict": v,
-                            "significant": None if v == "too few items" else v == "real difference"})
+                shared.append((len(shared), bm, a, b, ya, yb))
+    out: list[dict] = [{} for _ in shared]
+    # By size: the bootstrap's resamples of one size are drawn once (launcher.scoring.stats).
+    for at, bm, a, b, ya, yb in sorted(shared, key=lambda s: len(s[4])):
+        a_only, b_only = int(np.sum(ya > yb)), int(np.sum(yb > ya))
+        test = mcnemar(a_only, b_only)
+        d = paired_bootstrap(ya.tolist(), yb.tolist(), n_boot=n_boot, seed=seed)
+        v = verdict(test.p, len(ya), ALPHA)
+        out[at] = {"benchmark": data.benchmark.values[bm], "a": label[data.model.values[a]],
+                   "b": label[data.model.values[b]], "a_key": data.model.values[a],
+                   "b_key": data.model.values[b],
+                   "n": int(len(ya)), "a_correct": int(ya.sum()), "b_correct": int(yb.sum()),
+                   "a_only_correct": a_only, "b_only_correct": b_only, "mcnemar_p": test.p, "diff": d.diff,
+                   "diff_ci_low": d.ci_low, "diff_ci_high": d.ci_high, "verdict": v,
+                   "significant": None if v == "too few items" else v == "real difference"}
     return out
 
 

@@ -12,8 +12,10 @@ be written is not an error: the tables are then kept in memory for this command 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,14 +23,21 @@ from typing import Any
 
 from launcher.cache import cache_dir
 from launcher.results import reading, schema, sources, tidy
-from launcher.results.reading import read_run
+from launcher.results.reading import UnreadableRun, read_run
 from launcher.results.schema import require
 from launcher.results.sources import RunRef
 from launcher.scoring import extract
+from runner.storage import LocalStorage
 from runner.storage.base import temp_beside
 
 FINGERPRINT = b"medbench.fingerprint"
 CACHE_SUBDIR = "results"
+#: Runs in S3 read at the same time (each also reads its models' files in parallel): their
+#: time is spent waiting on requests.
+REMOTE_RUNS_AT_ONCE = 8
+#: Local runs are built in worker processes, one per CPU, when at least this much of answers is
+#: to be read: grading free-text answers is CPU work. Below it, starting the workers costs more.
+PARALLEL_ABOVE_BYTES = 16 * 1024 * 1024
 
 
 @cache
@@ -54,14 +63,29 @@ class RunTables:
     def samples(self, columns: list[str] | None = None) -> Any:
         if self.samples_table is not None:
             return self.samples_table.select(columns) if columns else self.samples_table
-        pq = require("pyarrow.parquet")
-        return pq.read_table(self.samples_path, columns=columns)
+        return _read(self.samples_path, columns)
 
     def runs(self) -> Any:
         if self.runs_table is not None:
             return self.runs_table
-        pq = require("pyarrow.parquet")
-        return pq.read_table(self.runs_path)
+        return _read(self.runs_path, None)
+
+
+def _build_local(root: str, parent: str, run_id: str, files: dict) -> tuple[RunTables | str, list[str]]:
+    """``RunStore.build`` of one local run, in a worker process: (its tables, or why it cannot be
+    read; the notes it made)."""
+    said: list[str] = []
+    try:
+        ref = RunRef(LocalStorage(parent), run_id, files)
+        return RunStore(Path(root)).build(ref, notes=said.append), said
+    except UnreadableRun as e:
+        return str(e), said
+
+
+def _read(path: Path | None, columns: list[str] | None) -> Any:
+    # ParquetFile, not read_table: read_table goes through pyarrow.dataset, which imports pandas (0.7 s).
+    pq = require("pyarrow.parquet")
+    return pq.ParquetFile(path).read(columns=columns)
 
 
 class RunStore:
@@ -104,6 +128,52 @@ class RunStore:
                                       "tables kept in memory")
             return RunTables(ref, samples_table=samples, runs_table=runs, rebuilt=True)
         return RunTables(ref, samples_path, runs_path, rebuilt=True)
+
+    def build_all(self, refs: list[RunRef], notes: Callable[[str], None] | None = None
+                  ) -> list[RunTables | UnreadableRun]:
+        """``build`` for each run, in order; a run that cannot be read gives its ``UnreadableRun``."""
+        out: dict[int, RunTables | UnreadableRun] = {}
+
+        def one(i: int) -> RunTables | UnreadableRun:
+            try:
+                return self.build(refs[i], notes=notes)
+            except UnreadableRun as e:
+                return e
+
+        remote = [i for i, ref in enumerate(refs) if ref.local is None]
+        local = [i for i, ref in enumerate(refs) if ref.local is not None]
+        if remote:
+            with ThreadPoolExecutor(max_workers=REMOTE_RUNS_AT_ONCE, thread_name_prefix="read-runs") as pool:
+                out.update(zip(remote, pool.map(one, remote), strict=True))
+        size = sum(e[0] for i in local for k, e in refs[i].files.items() if k.endswith("responses.jsonl"))
+        workers = min(os.cpu_count() or 1, len(local))
+        if workers > 1 and size >= PARALLEL_ABOVE_BYTES:
+            out.update(self._in_processes([refs[i] for i in local], local, workers, notes))
+        else:
+            out.update((i, one(i)) for i in local)
+        return [out[i] for i in range(len(refs))]
+
+    def _in_processes(self, refs: list[RunRef], at: list[int], workers: int,
+                      notes: Callable[[str], None] | None) -> dict[int, RunTables | UnreadableRun]:
+        out: dict[int, RunTables | UnreadableRun] = {}
+        # spawn, not fork: this process may hold threads (boto3's, pyarrow's) a fork would copy mid-step.
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+            jobs = [pool.submit(_build_local, str(self.root), str(ref.storage.url), ref.run_id, ref.files)
+                    for ref in refs]
+            for i, ref, job in zip(at, refs, jobs, strict=True):
+                result, said = job.result()
+                for line in said:
+                    if notes:
+                        notes(line)
+                if isinstance(result, str):
+                    out[i] = UnreadableRun(result)
+                    continue
+                result.ref = ref
+                if result.samples_table is not None:
+                    self.note = self.note or f"results cache {self.root} not written: tables kept in memory"
+                out[i] = result
+        return out
 
     @staticmethod
     def _write(path: Path, table: Any, fingerprint: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
@@ -58,6 +58,11 @@ class RunConfig(Strict):
         default_factory=ClusterConfig, description="Kubernetes settings (render and submit only)."
     )
     models: list[ModelSpec] = Field(min_length=1, description="The panel: one entry per model.")
+    answer_embeddings: Literal["auto", "minilm", "minilm-256", "none"] = Field(
+        "auto", description="Embed each free-text answer for the report's similarity when its model ends, "
+        "where it ran: auto (every model but echo), minilm or minilm-256 (echo too), none (the report "
+        "embeds them)."
+    )
 
     # Where the file was read from, so relative paths resolve against it. Not a YAML key.
     base_dir: Path = Field(default=Path("."), exclude=True)
