@@ -6,10 +6,10 @@ the N.txt copies are left out: nothing here reads them), synthetic but realistic
 
 - 3 benchmarks (MedQA-like 4 options, MedMCQA-like 4 options, PubMedQA yes/no/maybe), each a
   pool of 2,000 questions built from the PubMedQA abstracts of ../shared/data/pubmedqa_200.jsonl;
-  each run samples 1,000 of one benchmark (a new seed each month), so runs share about half
-  their questions;
-- a panel that changes over 50 runs (one every two weeks or so): 14 model configurations,
-  10 in each run, new revisions replacing old ones, API models with per-answer prices;
+  each run samples 1,000 of one benchmark, the same sample for four runs of it in a row, then
+  a new one, so runs share all, or about half, of their questions;
+- a panel that changes over 50 runs (one every two weeks): 14 models, 10 in each run, new
+  revisions (a little better) replacing old ones half way, API models with per-answer prices;
 - answers as long and varied as real ones (tests/report_fixtures.py's lengths and styles:
   a verdict, then sentences of the abstracts, median 45-300 words), a few errors;
 - the newest run still in progress (two models running: records only, no responses.jsonl).
@@ -49,6 +49,7 @@ PUBMEDQA = REPO.parent / "shared" / "data" / "pubmedqa_200.jsonl"
 LAUNCHER = REPO / ".venv" / "bin" / "launcher"
 POOL = 2000
 SYSTEM_PROMPT = "You are a careful clinician. Answer with the option letter first, then explain."
+GENERATION = {"max_new_tokens": 512, "temperature": 0.0, "seed": 0}
 
 #: (model id, backend, revisions over time, skill, median words, price per answer in USD or None)
 PANEL = [
@@ -67,7 +68,8 @@ PANEL = [
     ("BioMistral/BioMistral-7B", "hf", ["9a1b7c2"], 0.48, 110, None),
     ("claude-compatible-proxy", "openai", ["2025-06-01"], 0.78, 200, 0.0035),
 ]
-BENCHMARKS = [("medqa", "MedQA (USMLE, 4 options)", 4), ("medmcqa", "MedMCQA", 4), ("pubmedqa", "PubMedQA", 3)]
+BENCHMARKS = [("medqa", "MedQA (USMLE, 4 options)", 4), ("medmcqa", "MedMCQA", 4),
+              ("pubmedqa", "PubMedQA", 3)]
 VOCAB = ("tamoxifen", "letrozole", "trastuzumab", "cisplatin", "radiotherapy", "observation", "surgery",
          "metformin", "aspirin", "warfarin", "biopsy", "MRI", "colonoscopy", "mammography", "chemotherapy",
          "immunotherapy", "watchful waiting", "a beta-blocker", "an ACE inhibitor", "a statin")
@@ -92,22 +94,27 @@ def pools(base: list[Question]) -> dict[str, list[Question]]:
                 picks = rng.sample(VOCAB, n_opts)
                 options = {chr(65 + k): p for k, p in enumerate(picks)}
             gold = rng.choice(list(options))
-            items.append(Question(id=f"{name}-test-{i}", question=f"{stem} Which is best supported? (item {i})",
-                                  context=q.context if name == "pubmedqa" else None, options=options, answer=gold,
-                                  meta={"benchmark": name, "split": "test", "row": i}))
+            text = f"{stem} Which is best supported? (item {i})"
+            items.append(Question(id=f"{name}-test-{i}", question=text,
+                                  context=q.context if name == "pubmedqa" else None, options=options,
+                                  answer=gold, meta={"benchmark": name, "split": "test", "row": i}))
         out[name] = items
     return out
 
 
-def answer_text(rng: random.Random, q: Question, skill: float, median: int, pool: list[str]) -> str:
+def answer_text(rng: random.Random, model_id: str, q: Question, skill: float, median: int,
+                pool: list[str]) -> str:
+    """A model's answer: which option it picks mostly stays from run to run (greedy decoding on
+    the same prompt), about one pick in ten is drawn again; its prose differs every time."""
     letters = list(q.options or {})
     gold = q.gold_letter
     target = min(420, max(3, int(rng.lognormvariate(math.log(median), 0.45))))
-    r = rng.random()
+    habit = random.Random(f"{model_id}-{q.question}")
+    r = habit.random() if rng.random() > 0.1 else rng.random()
     if r < 0.05:
         head = "It is difficult to give a definitive answer from the information given."
     else:
-        pick = gold if r < 0.05 + skill else rng.choice(letters)
+        pick = gold if r < 0.05 + skill else habit.choice([x for x in letters if x != gold])
         text = q.options[pick]
         head = rng.choice((f"**Answer: {pick}. {text}**", f"{text[0].upper()}{text[1:]}.",
                            f"The answer is ({pick}).", f"Final answer: {pick}"))
@@ -119,8 +126,9 @@ def answer_text(rng: random.Random, q: Question, skill: float, median: int, pool
     return " ".join(parts)
 
 
-def write_run(root: Path, run_id: str, created: datetime, bench: tuple[str, str, int], questions: list[Question],
-              models: list[tuple[tuple, str]], pool: list[str], running: set[str]) -> None:
+def write_run(root: Path, run_id: str, created: datetime, bench: tuple[str, str, int], seed: int,
+              questions: list[Question], models: list[tuple[tuple, str]], pool: list[str],
+              running: set[str]) -> None:
     run = root / run_id
     run.mkdir(parents=True)
     qjsonl = dump_questions(questions)
@@ -128,10 +136,10 @@ def write_run(root: Path, run_id: str, created: datetime, bench: tuple[str, str,
     entries = [{"id": m[0], "backend": m[1], **({"prices": {"input": 2.5, "output": 10.0}} if m[5] else {})}
                for m, _rev in models]
     source = benchmark_source(questions, benchmark=bench[0], title=bench[1], rows_in_split=POOL,
-                              n_questions=len(questions), limit=len(questions), seed=int(created.timestamp()) % 97)
+                              n_questions=len(questions), limit=len(questions), seed=seed)
     info = RunInfo(run_id=run_id, name="panel", created_at=created.isoformat(timespec="seconds"),
                    config={"name": "panel", "questions": {"benchmark": bench[0]}, "system_prompt": "custom",
-                           "generation": {"max_new_tokens": 512, "temperature": 0.0, "seed": 0}, "models": entries},
+                           "generation": GENERATION, "models": entries},
                    system_prompts={m[0].replace("/", "_"): SYSTEM_PROMPT for m, _ in models},
                    questions_sha256=hashlib.sha256(qjsonl.encode()).hexdigest(), n_questions=len(questions),
                    versions=package_versions(), questions_source=source)
@@ -145,7 +153,7 @@ def write_run(root: Path, run_id: str, created: datetime, bench: tuple[str, str,
         partial = model_dir in running
         for q in questions[: len(questions) // 3] if partial else questions:
             err = "TimeoutError: no reply in 120 s after 5 attempts" if rng.random() < 0.004 else None
-            text = None if err else answer_text(rng, q, skill, median, pool)
+            text = None if err else answer_text(rng, model_id, q, skill, median, pool)
             out_tokens = None if text is None else int(len(text.split()) * 1.3)
             rec = ResponseRecord(
                 id=q.id, index=q.index, prompt=[{"role": "system", "content": SYSTEM_PROMPT},
@@ -162,12 +170,12 @@ def write_run(root: Path, run_id: str, created: datetime, bench: tuple[str, str,
             (folder / "responses.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         manifest = ModelManifest(
             run_id=run_id, model=model_id, model_dir=model_dir, backend=backend, revision=revision,
-            parameters={"id": model_id, "backend": backend, "generation": {"max_new_tokens": 512, "temperature": 0.0,
-                                                                           "seed": 0},
+            parameters={"id": model_id, "backend": backend, "generation": GENERATION,
                         "prompt_template": None, "system_prompt_sha256_16": hashlib.sha256(
                             SYSTEM_PROMPT.encode()).hexdigest()[:16]},
             status="running" if partial else "complete", total=len(questions), done=len(lines) - errors,
-            errors=errors, started_at=created.isoformat(), finished_at=None if partial else created.isoformat())
+            errors=errors, started_at=created.isoformat(),
+            finished_at=None if partial else created.isoformat())
         (folder / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
 
 
@@ -180,16 +188,20 @@ def build(root: Path, pubmedqa: Path, n_runs: int, n_models: int, n_questions: i
     for r in range(n_runs):
         rng = random.Random(r)
         bench = BENCHMARKS[r % len(BENCHMARKS)]
-        picked = sorted(rng.sample(range(POOL), n_questions))
+        # A benchmark's sample is drawn again every fourth run of it (about every six months).
+        picked = sorted(random.Random(f"{bench[0]}-{r // 12}").sample(range(POOL), n_questions))
         questions = [benches[bench[0]][i].model_copy(update={"index": k + 1}) for k, i in enumerate(picked)]
         # The panel of the month: newer revisions from the middle of the series on.
         era = 0 if r < n_runs // 2 else 1
         chosen = rng.sample(PANEL, min(n_models, len(PANEL)))
-        models = [(m, m[2][min(era, len(m[2]) - 1)]) for m in chosen]
+        # A new revision answers a little better than the one it replaces.
+        models = [((*m[:3], m[3] + 0.06 * min(era, len(m[2]) - 1), *m[4:]), m[2][min(era, len(m[2]) - 1)])
+                  for m in chosen]
         created = start + timedelta(days=14 * r)
         run_id = f"panel-{created:%Y%m%d}-{r:03d}"
-        running = {models[0][0][0].replace("/", "_"), models[1][0][0].replace("/", "_")} if r == n_runs - 1 else set()
-        write_run(root, run_id, created, bench, questions, models, pool_sentences, running)
+        last = r == n_runs - 1  # still running: two of its models not finished
+        running = {m[0].replace("/", "_") for m, _ in models[:2]} if last else set()
+        write_run(root, run_id, created, bench, r // 12, questions, models, pool_sentences, running)
         ids.append(run_id)
     return ids
 
@@ -205,14 +217,17 @@ def timed(*argv: str, env: dict[str, str]) -> tuple[float, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--keep", metavar="DIR", help="write the runs here (and keep them) instead of a temporary folder")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="write the runs here (and keep them) instead of a temporary folder")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--models", type=int, default=10)
     ap.add_argument("--questions", type=int, default=1000)
-    ap.add_argument("--pubmedqa", type=Path, default=PUBMEDQA, help=f"the shared PubMedQA items (default {PUBMEDQA})")
+    ap.add_argument("--pubmedqa", type=Path, default=PUBMEDQA,
+                    help=f"the shared PubMedQA items (default {PUBMEDQA})")
     args = ap.parse_args()
     if not args.pubmedqa.exists():
-        raise SystemExit(f"{args.pubmedqa} not found (it lives in shared/, beside the repository; or --pubmedqa)")
+        raise SystemExit(f"{args.pubmedqa} not found (it lives in shared/, beside the repository; "
+                         "or give --pubmedqa)")
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-results-"))
     root, cache, out = work / "runs", work / "cache", work / "out"
     env = {**os.environ, "MEDBENCH_CACHE": str(cache), "PYTHONPATH": str(REPO)}
@@ -226,9 +241,10 @@ def main() -> int:
         ids = sorted(p.name for p in root.iterdir())
         shutil.rmtree(cache, ignore_errors=True)
         figures = {}
-        figures["export, cold"], text = timed("export", str(root), "-o", str(out / "all.parquet"), env=env)
+        export = ("export", str(root), "-o", str(out / "all.parquet"))
+        figures["export, cold"], text = timed(*export, env=env)
         print(text.rstrip())
-        figures["export, nothing changed"], _ = timed("export", str(root), "-o", str(out / "all.parquet"), env=env)
+        figures["export, nothing changed"], _ = timed(*export, env=env)
         # One model of one run answered again (a rerun): its records and responses.jsonl rewritten.
         changed = root / ids[len(ids) // 2]
         folder = next(p for p in sorted(changed.iterdir()) if (p / "responses.jsonl").exists())
@@ -239,8 +255,7 @@ def main() -> int:
         lines = (folder / "responses.jsonl").read_text().split("\n")
         lines[0] = json.dumps(rec)
         (folder / "responses.jsonl").write_text("\n".join(lines))
-        figures["export, one run changed"], text = timed("export", str(root), "-o", str(out / "all.parquet"),
-                                                         env=env)
+        figures["export, one run changed"], text = timed(*export, env=env)
         print(text.splitlines()[0])
         rows = 0
         import pyarrow.parquet as pq

@@ -92,18 +92,18 @@ def test_the_leaderboard_of_one_run_says_what_its_report_says(tmp_path):
 def test_is_the_new_release_better_than_last_months(months, capsys):
     result = compare_json(months, "--model", "medgemma")
     labels = [r["label"] for r in result["leaderboard"]]
-    assert sorted(labels) == ["medgemma", "medgemma @new-rel"]
+    assert sorted(labels) == ["medgemma", "medgemma @new-release"]
     new, old = (next(r for r in result["leaderboard"] if r["label"] == name)
-                for name in ("medgemma @new-rel", "medgemma"))
+                for name in ("medgemma @new-release", "medgemma"))
     assert new["cells"]["medqa"]["accuracy"] == 32 / 40 and old["cells"]["medqa"]["accuracy"] == 24 / 40
     [pair] = result["pairs"]
-    assert (pair["a"], pair["b"], pair["n"]) == ("medgemma @new-rel", "medgemma", 40)
+    assert (pair["a"], pair["b"], pair["n"]) == ("medgemma @new-release", "medgemma", 40)
     assert (pair["a_only_correct"], pair["b_only_correct"]) == (12, 4)
     assert pair["diff"] == pytest.approx(0.2)
 
     assert run_cli("compare", months, "--model", "medgemma") == 0
     out = capsys.readouterr().out
-    assert "medgemma @new-rel" in out and "80.0%" in out and "60.0%" in out
+    assert "medgemma @new-release" in out and "80.0%" in out and "60.0%" in out
 
 
 def test_two_runs_show_the_answers_that_flipped_side_by_side(months, capsys):
@@ -187,7 +187,7 @@ def test_csv_json_and_a_self_contained_html_page(months, tmp_path, capsys):
     two = (months / "panel-2025-01", months / "panel-2025-02")
     assert run_cli("compare", *two, "--csv", "--html", page) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert {r["model"] for r in rows} == {"gpt-4o", "medgemma", "medgemma @new-rel"}
+    assert {r["model"] for r in rows} == {"gpt-4o", "medgemma", "medgemma @new-release"}
     assert {r["benchmark"] for r in rows} == {"medqa"}
     html = page.read_text(encoding="utf-8")
     assert "<script" not in html.replace("&lt;script", "")  # no script of ours, none of the answers'

@@ -90,7 +90,8 @@ def compare(results: Results, *, benchmarks: list[str] | None = None, models: li
         table = table.filter(mask)
         if table.num_rows == 0:
             raise InputError(f"--model {', '.join(models)}: no model of these runs matches")
-    runs = _runs(runs_table)
+    present = set(table.column("run_id").unique().to_pylist())
+    runs = [r for r in _runs(runs_table) if r["run_id"] in present or not (benchmarks or models)]
     out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "match": match, "runs": runs,
                            "benchmarks": [], "leaderboard": [], "pairs": [], "flips": [], "shared": None,
                            "notes": []}
@@ -103,7 +104,8 @@ def compare(results: Results, *, benchmarks: list[str] | None = None, models: li
     out["pairs"] = _pairs(data, board, groups, match, bootstrap, seed)
     if len(runs) == 2:
         out["shared"] = _shared(data, runs, match)
-        out["flips"] = _flips(results, runs, match, flips_limit)
+        out["flips"] = _flips(results, runs, set(table.column("model_dir").unique().to_pylist()), match,
+                              flips_limit)
     return out
 
 
@@ -226,11 +228,16 @@ def _unique_labels(rows: list[dict[str, Any]]) -> None:
             for field, fmt in (("revision", "@{}"), ("prompt_preset", "[{}]"), ("quantization", "{}"),
                                ("temperature", "T={}")):
                 if len({str(x[field]) for x in same}) > 1 and r[field] is not None:
-                    bits.append(fmt.format(str(r[field])[:7] if field == "revision" else r[field]))
+                    bits.append(fmt.format(_short(r[field]) if field == "revision" else r[field]))
             r["label"] = f"{r['label']} {' '.join(bits)}".rstrip() if bits else r["label"]
         if len({r["label"] for r in same}) < len(same):
             for r in same:
                 r["label"] = f"{r['label']} #{r['model_key'][:6]}"
+
+
+def _short(revision: str) -> str:
+    """A commit as git prints it (7 hex digits); an API's model version as it is."""
+    return revision[:7] if len(revision) > 12 and all(c in "0123456789abcdef" for c in revision) else revision
 
 
 def _items(data: _Data, rows: np.ndarray, match: str) -> tuple[np.ndarray, np.ndarray]:
@@ -291,7 +298,8 @@ def _shared(data: _Data, runs: list[dict], match: str) -> dict[str, Any]:
             "prompts": len(pa_ & pb_), "match": match}
 
 
-def _flips(results: Results, runs: list[dict], match: str, limit: int | None) -> list[dict]:
+def _flips(results: Results, runs: list[dict], model_dirs: set[str], match: str,
+           limit: int | None) -> list[dict]:
     """Per model folder of both runs: the answers whose correctness changed from the older to the newer."""
     tables = {t.ref.url: t for t in results.tables}
     older, newer = tables[runs[0]["source"]], tables[runs[1]["source"]]
@@ -299,7 +307,7 @@ def _flips(results: Results, runs: list[dict], match: str, limit: int | None) ->
     a_rows = older.samples(_FLIP_COLUMNS).to_pylist()
     b_rows = newer.samples(_FLIP_COLUMNS).to_pylist()
     out = []
-    for model_dir in [m for m in runs[0]["models"] if m in set(runs[1]["models"])]:
+    for model_dir in [m for m in runs[0]["models"] if m in set(runs[1]["models"]) and m in model_dirs]:
         a = {r[key]: r for r in a_rows if r["model_dir"] == model_dir and r["correct"] is not None}
         b = {r[key]: r for r in b_rows if r["model_dir"] == model_dir and r["correct"] is not None}
         shared = [k for k in b if k in a]

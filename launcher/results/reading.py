@@ -49,8 +49,11 @@ RECORD_FIELDS: dict[str, str] = {
     "attempts": "int", "cost_usd": "float", "option_loglikelihoods": "floats", "prediction": "str",
     "prediction_norm": "str",
 }
-#: Parallel reads of one S3 run (manifests, responses, records of a running model).
-S3_READERS = 16
+#: Parallel reads of one S3 run: its models, and a running model's records. With
+#: ``store.REMOTE_RUNS_AT_ONCE`` runs at once, at most 4 x 4 x 2 requests are in flight: the S3
+#: client's 32 connections (more would be opened and dropped, with a warning each).
+MODELS_AT_ONCE = 4
+RECORDS_AT_ONCE = 2
 
 
 class UnreadableRun(Exception):
@@ -89,6 +92,8 @@ class RunContent:
 
 def read_run(ref: RunRef) -> RunContent:
     read = _reader(ref)
+    if QUESTIONS not in ref.files:  # known from the listing: nothing fetched for a run staged half way
+        raise UnreadableRun("no questions.jsonl: the run was staged half way, or is not a run")
     info: dict[str, Any] = {}
     if RUN_JSON in ref.files:
         raw = read(RUN_JSON)
@@ -117,7 +122,7 @@ def read_run(ref: RunRef) -> RunContent:
     if isinstance(ref.storage, LocalStorage):
         content.models = [one(m) for m in names]
     else:
-        with ThreadPoolExecutor(max_workers=S3_READERS, thread_name_prefix="read-run") as pool:
+        with ThreadPoolExecutor(max_workers=MODELS_AT_ONCE, thread_name_prefix="read-run") as pool:
             content.models = list(pool.map(one, names))
     return content
 
@@ -307,7 +312,7 @@ def _fetch_records(ref: RunRef, read: Callable[[str], bytes | None], model_dir: 
     if ref.local is not None or len(indices) < 2:
         found = [one(i) for i in indices]
     else:
-        with ThreadPoolExecutor(max_workers=S3_READERS, thread_name_prefix="read-records") as pool:
+        with ThreadPoolExecutor(max_workers=RECORDS_AT_ONCE, thread_name_prefix="read-records") as pool:
             found = list(pool.map(one, indices))
     return {i: rec for i, rec in found if rec is not None}
 

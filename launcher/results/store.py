@@ -32,9 +32,9 @@ from runner.storage.base import temp_beside
 
 FINGERPRINT = b"medbench.fingerprint"
 CACHE_SUBDIR = "results"
-#: Runs in S3 read at the same time (each also reads its models' files in parallel): their
-#: time is spent waiting on requests.
-REMOTE_RUNS_AT_ONCE = 8
+#: Runs in S3 read at the same time (each also reads its models' files in parallel, see
+#: ``reading.MODELS_AT_ONCE``): their time is spent waiting on requests.
+REMOTE_RUNS_AT_ONCE = 4
 #: Local runs are built in worker processes, one per CPU, when at least this much of answers is
 #: to be read: grading free-text answers is CPU work. Below it, starting the workers costs more.
 PARALLEL_ABOVE_BYTES = 16 * 1024 * 1024

@@ -29,7 +29,8 @@ import numpy as np
 
 from runner.artefacts.keys import REFERENCES_FILE, Keys
 from runner.artefacts.stored import identity_hash, read_text_vectors, text_key, write_text_vectors
-from runner.engine.encoder import SIMILARITY_ENCODERS, encoder_identity, open_encoder
+from runner.config import EmbedModel
+from runner.engine.encoder import SIMILARITY_ENCODERS, Encoder, encoder_identity, open_encoder
 from runner.plan import ModelTask
 from runner.storage import Storage
 
@@ -57,7 +58,10 @@ def folder_name(name: str, identity: dict[str, Any]) -> str:
 def embed_answers(storage: Storage, run_id: str, model_dir: str, shard: int, answers: list[str],
                   references: list[str], name: str) -> tuple[dict[str, Any] | None, str | None]:
     """Store the vectors of ``answers`` (this shard's) and of ``references`` (the run's) that are
-    not stored yet; (facts for the manifest, a warning), never an exception."""
+    not stored yet; (facts for the manifest, a warning), never an exception. A model without
+    answers (it failed at once) stores nothing: the references wait for one that has some."""
+    if not any(answers):
+        return None, None
     spec = SIMILARITY_ENCODERS[name]
     identity = encoder_identity(name, spec)
     if identity is None:
@@ -78,9 +82,9 @@ def embed_answers(storage: Storage, run_id: str, model_dir: str, shard: int, ans
         vectors: dict[bytes, np.ndarray] = {}
         device = None
         if todo:
-            with open_encoder(spec) as encoder:
-                device = encoder.info.get("device")
-                raw = encoder.embed([texts.get(k) or refs[k] for k in todo])
+            encoder = _loaded(spec)
+            device = encoder.info.get("device")
+            raw = encoder.embed([texts.get(k) or refs[k] for k in todo])
             norms = np.linalg.norm(raw, axis=1, keepdims=True)  # unit rows, as the report keeps them
             vectors = dict(zip(todo, raw / np.where(norms == 0, 1.0, norms), strict=True))
         answer_rows = {k: vectors[k] if k in vectors else stored[k] for k in texts}
@@ -97,6 +101,18 @@ def embed_answers(storage: Storage, run_id: str, model_dir: str, shard: int, ans
     facts = {"encoder": name, "folder": folder, "answers": len(texts), "references": len(refs),
              "embedded": len(vectors), "seconds": round(time.perf_counter() - t0, 3), "device": device}
     return facts, None
+
+
+_ENCODERS: dict[str, Encoder] = {}
+
+
+def _loaded(spec: EmbedModel) -> Encoder:
+    """The encoder, loaded once per process: ``launcher run`` ends many models one after another
+    (a pod runs one). About 90 MB for MiniLM, kept until the process ends."""
+    key = spec.model_dump_json()
+    if key not in _ENCODERS:
+        _ENCODERS[key] = open_encoder(spec)
+    return _ENCODERS[key]
 
 
 def _write(storage: Storage, prefix: str, name: str, identity: dict[str, Any],

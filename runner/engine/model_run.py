@@ -257,8 +257,8 @@ class ModelRun:
             if backend is not None:
                 backend.close()
             if self.lease is None or self.lease.lost is None:
-                records = {i: r for i, r in read_records(self.storage, self.keys).items()
-                           if i in {q.index for q in mine}}
+                indices = {q.index for q in mine}
+                records = {i: r for i, r in read_records(self.storage, self.keys).items() if i in indices}
                 if not stopped:
                     self._embed_answers(records)
                 self._summarise(backend, batches, session, records)
