@@ -210,7 +210,9 @@ def _leaderboard(data: _Data, n_boot: int, seed: int) -> tuple[list[dict], dict[
 
 def _row(fact: dict[str, Any]) -> dict[str, Any]:
     return {"model_key": fact["model_key"], "label": fact["model_dir"], "model_id": fact["model_id"],
-            "model_dir": fact["model_dir"], "revision": fact["model_revision"], "backend": fact["backend"],
+            "model_dir": fact["model_dir"], "revision": fact["model_revision"],
+            "revision_short": _short(fact["model_revision"]) if fact["model_revision"] else None,
+            "backend": fact["backend"],
             "quantization": fact["quantization"], "prompt_preset": fact["prompt_preset"],
             "scoring": fact["scoring"], "temperature": fact["temperature"], "cells": {}}
 

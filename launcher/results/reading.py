@@ -199,17 +199,17 @@ def _read_model(ref: RunRef, read: Callable[[str], bytes | None], model_dir: str
     if kind == "embed" or status == "pending":
         out.columns = {name: [] for name in RECORD_FIELDS}
         return out
-    records = _record_files(ref, model_dir)
     responses_key = f"{model_dir}/{RESPONSES}"
     raw = read(responses_key) if responses_key in ref.files else None
     rows: dict[int, dict[str, Any]] | None = None
     if raw is not None and status in ("complete", "failed") and not _records_newer(ref, model_dir):
         rows = _parse_fast(raw)
         if rows is not None:
-            missing = [i for i in records if i not in rows]  # a shard that finished as this was written
+            # A record the file lacks (a shard that finished as it was written) is read alone.
+            missing = [i for i in _record_files(ref, model_dir, sizes=False) if i not in rows]
             rows.update(_fetch_records(ref, read, model_dir, missing, {}))
     if rows is None:
-        rows, bad = _merge(ref, read, model_dir, raw, records)
+        rows, bad = _merge(ref, read, model_dir, raw, _record_files(ref, model_dir))
         if bad:
             notes.append(f"{model_dir}/{RESPONSES}: {bad} line(s) not JSON, skipped (their record files "
                          "were read where present)")
@@ -217,8 +217,9 @@ def _read_model(ref: RunRef, read: Callable[[str], bytes | None], model_dir: str
     return out
 
 
-def _record_files(ref: RunRef, model_dir: str) -> dict[int, Entry]:
-    """Record files by question index: from the listing (S3), or the folder itself (local)."""
+def _record_files(ref: RunRef, model_dir: str, sizes: bool = True) -> dict[int, Entry]:
+    """Record files by question index: from the listing (S3), or the folder itself (local; with
+    ``sizes=False`` only their names are read, no ``stat`` each)."""
     prefix = f"{model_dir}/{RECORDS_DIR}/"
     local = ref.local
     if local is None:
@@ -229,7 +230,11 @@ def _record_files(ref: RunRef, model_dir: str) -> dict[int, Entry]:
         with os.scandir(local / model_dir / RECORDS_DIR) as entries:
             for e in entries:
                 i = record_index(e.name)
-                if i is not None and e.is_file():
+                if i is None:
+                    continue
+                if not sizes:
+                    out[i] = (0, None)
+                elif e.is_file():
                     st = e.stat()
                     out[i] = (st.st_size, str(st.st_mtime_ns))
     except OSError:

@@ -53,6 +53,12 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:HASH_CHARS]
 
 
+def prompt_key(question: str, system_prompt_hash: str | None, template: str | None) -> str:
+    """``prompt_hash``: the question's hash, the system prompt's and the template, hashed."""
+    blob = f"{question}\x00{system_prompt_hash or ''}\x00{template if template is not None else ''}"
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:HASH_CHARS]
+
+
 def question_hash(q: Question) -> str:
     return _hash(q.question, q.context, list((q.options or {}).items()), q.gold_letter)
 
@@ -196,7 +202,7 @@ def build_tables(content: RunContent) -> tuple[Any, Any]:
             meta = q.meta if isinstance(q.meta, dict) else {}
             for name, value in (
                 ("question_index", index), ("question_id", q.id), ("question_hash", qhash[index]),
-                ("prompt_hash", _hash(qhash[index], ident["system_prompt_hash"], template)),
+                ("prompt_hash", prompt_key(qhash[index], ident["system_prompt_hash"], template)),
                 ("benchmark_row", meta.get("row") if type(meta.get("row")) is int else None),
                 ("question", q.question), ("gold", q.gold_letter), ("answer", text), ("choice", choice),
                 ("choice_norm", cols["prediction_norm"][k] if error is None else None),
