@@ -115,7 +115,11 @@ def measure(run: Path, cold: bool) -> dict[str, float]:
         out.update(first_s=first_s, second_s=second_s, first_mb=first_mb)
     print(f"  --encoder none (nothing cached):                  {none_s:7.1f} s   peak {none_mb:6.0f} MB")
     shutil.rmtree(run / ".cache", ignore_errors=True)
-    embed_s = embed_in_run(run)
+    # In a process of its own, as in a pod (and so this one stays small: a child forked from a
+    # process holding torch would report that memory as its own peak).
+    done = subprocess.run([sys.executable, __file__, "--embed-in-run", str(run)], check=True,
+                          capture_output=True, text=True)
+    embed_s = float(done.stdout.split()[-1])
     in_run_s, in_run_mb = report(run)
     print(f"  answers embedded in the run (the pods' work, here on the CPU): {embed_s:.1f} s")
     print(f"  first report, answers embedded in the run:        {in_run_s:7.1f} s   peak {in_run_mb:6.0f} MB")
@@ -166,7 +170,11 @@ def main() -> int:
     ap.add_argument("--skip-cold", action="store_true",
                     help="leave out the first report that embeds every answer itself")
     ap.add_argument("--pubmedqa", type=Path, default=PUBMEDQA, help=f"the shared items (default {PUBMEDQA})")
+    ap.add_argument("--embed-in-run", metavar="RUN", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.embed_in_run:
+        print(f"{embed_in_run(Path(args.embed_in_run)):.3f}")
+        return 0
     if not args.pubmedqa.exists():
         raise SystemExit(f"{args.pubmedqa} not found (it lives in shared/, beside the repository; "
                          "or give --pubmedqa)")

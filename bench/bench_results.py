@@ -15,8 +15,10 @@ the N.txt copies are left out: nothing here reads them), synthetic but realistic
 - the newest run still in progress (two models running: records only, no responses.jsonl).
 
 Timed, each as a user types it (a new ``launcher`` process): the first export (nothing
-cached), the same again (nothing changed), after one run changed (a model rerun), compare
-over all 50 runs (terminal, JSON, HTML) and compare of two runs (flips).
+cached: neither the tables nor the options the answers chose), the same again (nothing
+changed), after one run changed (a model rerun), the tables rebuilt for runs whose choices a
+report (or an export) already cached in them, compare over all 50 runs (terminal, JSON, HTML)
+and compare of two runs (flips).
 
     .venv/bin/python bench/bench_results.py [--keep DIR] [--runs 50] [--models 10] [--questions 1000]
 """
@@ -239,7 +241,12 @@ def main() -> int:
             print(f"{len(ids)} runs x {args.models} models x {args.questions} questions in {root} "
                   f"({size / 1e6:.0f} MB of responses.jsonl; written in {time.perf_counter() - t0:.0f} s)")
         ids = sorted(p.name for p in root.iterdir())
+        # Cold: no tables in the launcher's cache, and no choices in the runs' own .cache (where
+        # `launcher report` keeps the option each answer chose, and export reuses it).
         shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        for run_id in ids:
+            shutil.rmtree(root / run_id / ".cache", ignore_errors=True)
         figures = {}
         export = ("export", str(root), "-o", str(out / "all.parquet"))
         figures["export, cold"], text = timed(*export, env=env)
@@ -257,6 +264,9 @@ def main() -> int:
         (folder / "responses.jsonl").write_text("\n".join(lines))
         figures["export, one run changed"], text = timed(*export, env=env)
         print(text.splitlines()[0])
+        # The tables' cache lost, the runs reported before (their choices cached in the run).
+        shutil.rmtree(cache, ignore_errors=True)
+        figures["export, tables rebuilt, runs reported before"], _ = timed(*export, env=env)
         rows = 0
         import pyarrow.parquet as pq
 
@@ -271,7 +281,7 @@ def main() -> int:
         figures["compare, two runs (flips)"], text = timed("compare", *pair, env=env)
         print(f"\n{rows:,} rows in {out / 'all.parquet'} ({mb:.0f} MB)")
         for name, value in figures.items():
-            print(f"  {name:32s} {value:7.1f} s")
+            print(f"  {name:45s} {value:7.1f} s")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
