@@ -54,12 +54,14 @@ def test_a_second_report_embeds_nothing_and_a_changed_answer_is_embedded_again(t
     assert run_cli("report", run, "--bootstrap", "50") == 0
     first = _metrics(run)
     texts = first["similarity"]["texts"]
-    assert first["similarity"] == {"encoder": "minilm", "texts": texts, "from_cache": 0, "embedded": texts}
+    assert first["similarity"] == {"encoder": "minilm", "texts": texts, "from_run": 0, "from_cache": 0,
+                                   "embedded": texts}
     assert (run / ".cache" / "similarity").is_dir()
 
     assert run_cli("report", run, "--bootstrap", "50") == 0
     second = _metrics(run)
-    assert second["similarity"] == {"encoder": "minilm", "texts": texts, "from_cache": texts, "embedded": 0}
+    assert second["similarity"] == {"encoder": "minilm", "texts": texts, "from_run": 0, "from_cache": texts,
+                                    "embedded": 0}
     assert [m["similarity"] for m in second["models"]] == [m["similarity"] for m in first["models"]]
     assert second["agreement"] == first["agreement"]
 

@@ -76,8 +76,9 @@ def cmd_report(args) -> int:
                       markup=False, highlight=False)
     sim = files.metrics.get("similarity")
     if sim:
-        console.print(f"  similarity ({sim['encoder']}): {sim['texts']:,} texts, {sim['from_cache']:,} from "
-                      f"the run's cache, {sim['embedded']:,} embedded", markup=False, highlight=False)
+        console.print(f"  similarity ({sim['encoder']}): {sim['texts']:,} texts, {sim.get('from_run', 0):,} "
+                      f"embedded in the run, {sim['from_cache']:,} from the report's cache, "
+                      f"{sim['embedded']:,} embedded now", markup=False, highlight=False)
     console.print(f"report → {files.html}\nmetrics → {files.csv}, {files.json}",
                   markup=False, highlight=False)
     return 0

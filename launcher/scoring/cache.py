@@ -20,7 +20,6 @@ deletes those it merged (never a shard another report is writing).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -32,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+# One file format for vectors keyed by text, here and in a run (runner.artefacts.stored).
+from runner.artefacts.stored import identity_hash, pack_text_vectors, unpack_text_vectors
+from runner.artefacts.stored import text_key as text_key
 from runner.storage import atomic_write as atomic_write
 
 CACHE_DIR = ".cache"
@@ -39,19 +41,9 @@ MAX_SHARDS = 16
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def text_key(text: str) -> bytes:
-    """The 32-byte key of one text."""
-    return hashlib.sha256(text.encode("utf-8")).digest()
-
-
 def pair_key(a: bytes, b: bytes) -> bytes:
     """The key of an ordered pair of texts, from their own keys."""
     return hashlib.sha256(a + b).digest()
-
-
-def identity_hash(identity: dict[str, Any]) -> str:
-    canonical = json.dumps(identity, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:16]
 
 
 class ArrayCache:
@@ -91,7 +83,7 @@ class ArrayCache:
             return
         width = None
         for path in sorted(self.folder.glob("*.npz")):
-            shard = _read_shard(path, self.hash, self.dtype)
+            shard = unpack_text_vectors(path, self.hash, self.dtype)  # None: merged away or damaged
             if shard is None:
                 continue
             keys, values = shard
@@ -143,7 +135,7 @@ class ArrayCache:
                 new_keys = np.concatenate([old_keys, new_keys])
                 values = np.concatenate([merged[_rows(index)], values])
             path = self.folder / _shard_name()
-            atomic_write(path, _shard_bytes(new_keys, values, self.hash))
+            atomic_write(path, pack_text_vectors(new_keys, values, self.hash))
             if merged is not None:
                 for old in self._shards:
                     old.unlink(missing_ok=True)
@@ -164,27 +156,6 @@ class ArrayCache:
 def _shard_name() -> str:
     # Time first, so shards sort by age; pid and random bytes keep two writers apart.
     return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.npz"
-
-
-def _shard_bytes(keys: np.ndarray, values: np.ndarray, ident: str) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, keys=keys, values=values, identity=np.array(ident))
-    return buf.getvalue()
-
-
-def _read_shard(path: Path, ident: str, dtype: np.dtype) -> tuple[list[bytes], np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["identity"]) != ident:
-                return None
-            keys, values = z["keys"], z["values"]
-    except (OSError, ValueError, KeyError, EOFError):
-        return None  # merged away by another report, or damaged: compute again
-    if keys.ndim != 2 or keys.shape[1] != 32 or keys.dtype != np.uint8 or values.ndim != 2 \
-            or values.shape[0] != keys.shape[0] or values.dtype != dtype:
-        return None
-    raw = keys.tobytes()
-    return [raw[i : i + 32] for i in range(0, len(raw), 32)], values
 
 
 def _keys_array(index: dict[bytes, int]) -> np.ndarray:

@@ -252,9 +252,10 @@ def compute_metrics(run: RunData, *, similarity_encoder: str | None = "minilm", 
     agreement, similarity = None, None
     if encoder is not None and free_text:
         agreement = _similarities(encoder, questions, free_text, cache_dir)
-        if encoder.from_cache or encoder.embedded:
-            similarity = {"encoder": encoder.name, "texts": encoder.from_cache + encoder.embedded,
-                          "from_cache": encoder.from_cache, "embedded": encoder.embedded}
+        counts = {"from_run": encoder.from_run, "from_cache": encoder.from_cache,
+                  "embedded": encoder.embedded}
+        if any(counts.values()):
+            similarity = {"encoder": encoder.name, "texts": sum(counts.values()), **counts}
         if encoder.note:
             notes.append(encoder.note)
         encoder.close()

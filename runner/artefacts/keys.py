@@ -10,6 +10,8 @@ Keys are relative POSIX paths under the storage root (a folder or ``s3://bucket/
     <run_id>/<model_dir>/vectors/*.npz          an encoder's vectors, one file a batch
     <run_id>/<model_dir>/embeddings.npy         row i = question i+1
     <run_id>/leases/<model_dir>.<shard>.json    who runs the model (shard) now; gone when done
+    <run_id>/<model_dir>/similarity/<encoder>-<hash>/<shard>.npz   its answers' similarity vectors
+    <run_id>/similarity/<encoder>-<hash>/references.npz           the reference answers' vectors
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ VECTORS_DIR = "vectors"
 EMBEDDINGS_FILE = "embeddings.npy"
 RUNNER_LOG = "runner.log"
 LEASES_DIR = "leases"
+SIMILARITY_DIR = "similarity"
+REFERENCES_FILE = "references.npz"
 
 #: Names the layout gives files and folders of its own, in a run's folder or a model's, and
 #: those ``launcher report`` writes beside them: a model folder (or run id) by one of these
 #: names would mix its files with the layout's.
 RESERVED_NAMES = frozenset({
     RUN_JSON, QUESTIONS, RESPONSES, MANIFEST, RECORDS_DIR, SHARDS_DIR, VECTORS_DIR, EMBEDDINGS_FILE,
-    RUNNER_LOG, LEASES_DIR, "report.html", "metrics.csv", "metrics.json", "judge",
+    RUNNER_LOG, LEASES_DIR, SIMILARITY_DIR, "report.html", "metrics.csv", "metrics.json", "judge",
 })
 
 
@@ -93,6 +97,14 @@ class Keys:
     @property
     def embeddings(self) -> str:
         return f"{self.model}/{EMBEDDINGS_FILE}"
+
+    def answer_vectors(self, folder: str) -> str:
+        """The model's answers' vectors for one encoder identity (``<encoder>-<hash>``), one file a shard."""
+        return f"{self.model}/{SIMILARITY_DIR}/{folder}/"
+
+    def reference_vectors(self, folder: str) -> str:
+        """The run's reference answers' vectors for one encoder identity."""
+        return f"{self.run_id}/{SIMILARITY_DIR}/{folder}/"
 
     @property
     def leases(self) -> str:

@@ -10,9 +10,13 @@ model and ``launcher collect`` may each call it at any time:
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -219,6 +223,72 @@ def assemble_embeddings(storage: Storage, plan: Plan, keys: Keys, done: set[int]
     matrix = np.stack([vectors[i] for i in wanted]).astype(np.float32)
     storage.write_bytes(keys.embeddings, npy_bytes(matrix))
     return True
+
+
+# --- vectors keyed by text (answers' similarity vectors; the report's cache) -------------------
+#
+# One file holds ``keys`` (n, 32) uint8, the SHA-256 of each text, ``values`` (n, width) and
+# ``identity``, the hash of what made the values (an encoder and its settings and weights), so
+# a file is never read for another identity.
+
+
+def text_key(text: str) -> bytes:
+    """The 32-byte key of one text."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    canonical = json.dumps(identity, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:16]
+
+
+def pack_text_vectors(keys: Sequence[bytes] | np.ndarray, values: np.ndarray, ident: str) -> bytes:
+    if not isinstance(keys, np.ndarray):
+        keys = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
+    buf = io.BytesIO()
+    np.savez(buf, keys=keys, values=values, identity=np.array(ident))
+    return buf.getvalue()
+
+
+def unpack_text_vectors(data: bytes | Path, ident: str, dtype: Any) -> tuple[list[bytes], np.ndarray] | None:
+    """(keys, values) of a file made by ``pack_text_vectors`` for ``ident``; None when it is for
+    another identity, damaged, or not one (``data`` may be a path)."""
+    try:
+        with np.load(io.BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False) as z:
+            if str(z["identity"]) != ident:
+                return None
+            keys, values = z["keys"], z["values"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    if keys.ndim != 2 or keys.shape[1] != 32 or keys.dtype != np.uint8 or values.ndim != 2 \
+            or values.shape[0] != keys.shape[0] or values.dtype != np.dtype(dtype):
+        return None
+    raw = keys.tobytes()
+    return [raw[i : i + 32] for i in range(0, len(raw), 32)], values
+
+
+def read_text_vectors(storage: Storage, prefix: str, ident: str) -> dict[bytes, np.ndarray]:
+    """Every vector stored under ``prefix`` (a folder of ``*.npz``) for identity ``ident``."""
+    out: dict[bytes, np.ndarray] = {}
+    for key in storage.list(prefix):
+        if not key.endswith(".npz"):
+            continue
+        try:
+            found = unpack_text_vectors(storage.read_bytes(key), ident, np.float32)
+        except StorageNotFound:
+            continue
+        if found is not None:
+            out.update(zip(found[0], found[1], strict=True))
+    return out
+
+
+def write_text_vectors(storage: Storage, prefix: str, name: str, identity: dict[str, Any],
+                       keys: Sequence[bytes], values: np.ndarray) -> None:
+    """``<prefix><name>``, and ``<prefix>identity.json`` saying what the hash in it stands for."""
+    ident = identity_hash(identity)
+    if not storage.exists(f"{prefix}identity.json"):
+        storage.write_text(f"{prefix}identity.json", json.dumps(identity, indent=2, sort_keys=True) + "\n")
+    storage.write_bytes(f"{prefix}{name}", pack_text_vectors(keys, values.astype(np.float32), ident))
 
 
 # --- the derived files ------------------------------------------------------------------------

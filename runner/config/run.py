@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
@@ -65,6 +65,11 @@ class RunConfig(Strict):
         "s3_endpoint (see below)."
     )
     models: list[ModelSpec] = Field(min_length=1, description="The panel: one entry per model.")
+    answer_embeddings: Literal["auto", "minilm", "minilm-256", "none"] = Field(
+        "auto", description="Embed each free-text answer for the report's similarity when its model ends, "
+        "where it ran: auto (every model but echo), minilm or minilm-256 (echo too), none (the report "
+        "embeds them)."
+    )
 
     # Where the file was read from, so relative paths resolve against it. Not a YAML key.
     base_dir: Path = Field(default=Path("."), exclude=True)

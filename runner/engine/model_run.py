@@ -35,6 +35,7 @@ from runner.artefacts.stored import (
 from runner.backends import create_backend
 from runner.backends.base import AsyncGenerator, Backend, BatchGenerator, Embedder, GenRequest, GenResult
 from runner.config.backends import APIModel
+from runner.engine import answer_vectors
 from runner.engine.batched import run_batched
 from runner.engine.batching import Batches
 from runner.engine.concurrent import ConcurrentStats, run_concurrent
@@ -59,8 +60,9 @@ EMPTY_REASONS = {
 # Any other reason (an explicit empty text with "stop"): flagged, never a silent success.
 EMPTY_OTHER = "the answer came back as empty text"
 # Warnings rebuilt from the records at the end of every run; any other warning is carried over.
-_DERIVED = re.compile(r"^\d+ (answer\(s\) empty with finish_reason|question\(s\) longer than"
-                      r"|answer\(s\) held lone surrogates|answer\(s\) reported impossible token usage) ")
+_DERIVED = re.compile(r"^(\d+ (answer\(s\) empty with finish_reason|question\(s\) longer than"
+                      r"|answer\(s\) held lone surrogates|answer\(s\) reported impossible token usage) |"
+                      + re.escape(answer_vectors.WARNING_PREFIX) + ")")
 
 
 def requests_for(task: ModelTask, questions: list[Question]) -> list[GenRequest]:
@@ -246,6 +248,7 @@ class ModelRun:
         batches: Batches | None = None
         session: ConcurrentStats | EmbeddingStats | None = None
         busy = 0.0
+        stopped = False  # interrupted or refused: no time for anything but the manifest
         t0 = time.perf_counter()
         try:
             if todo:
@@ -276,10 +279,12 @@ class ModelRun:
                 m.error = f"{m.errors} of {m.total} questions failed; run again to retry them"
         except KeyboardInterrupt:
             m.status, m.error = "failed", "interrupted"
+            stopped = True
             raise
         except MedbenchError as e:
             m.status, m.error = "failed", str(e)
             if isinstance(e, InputError) and not isinstance(e, BackendFatal):
+                stopped = True
                 raise
         except Exception as e:  # a crash inside a model library: record it, keep the type
             log.exception("%s failed", self.task.model_dir)
@@ -291,7 +296,11 @@ class ModelRun:
             if backend is not None:
                 backend.close()
             if self.lease is None or self.lease.lost is None:
-                self._summarise(backend, batches, session)
+                indices = {q.index for q in mine}
+                records = {i: r for i, r in read_records(self.storage, self.keys).items() if i in indices}
+                if not stopped:
+                    self._embed_answers(records)
+                self._summarise(backend, batches, session, records)
                 self.save_manifest()
                 # Failed models too: what did get answered belongs in responses.jsonl.
                 finalize_model(self.storage, self.plan, self.task)
@@ -301,11 +310,28 @@ class ModelRun:
 
     # --- what the manifest says at the end -------------------------------------------------
 
+    def _embed_answers(self, records: dict[int, ResponseRecord]) -> None:
+        """The answers' similarity vectors, stored for the report (runner.engine.answer_vectors)."""
+        name = answer_vectors.encoder_for(self.plan.config.answer_embeddings, self.task)
+        if name is None:
+            return
+        self.progress.note(f"embedding answers for similarity ({name})")
+        try:
+            facts, warning = answer_vectors.embed_answers(
+                self.storage, self.plan.run_id, self.task.model_dir, self.shard,
+                [r.response for _, r in sorted(records.items()) if r.error is None and r.response],
+                [q.reference for q in self.plan.questions if q.reference], name)
+        finally:
+            self.progress.note("")
+        if facts is not None:
+            self.manifest.answer_vectors = facts  # type: ignore[attr-defined] # an extra field of the manifest
+        if warning is not None:
+            self.manifest.warnings.append(warning)
+
     def _summarise(self, backend: Backend | None, batches: Batches | None,
-                   session: ConcurrentStats | EmbeddingStats | None) -> None:
+                   session: ConcurrentStats | EmbeddingStats | None,
+                   records: dict[int, ResponseRecord]) -> None:
         m = self.manifest
-        mine = {q.index for q in self.mine()}
-        records = {i: r for i, r in read_records(self.storage, self.keys).items() if i in mine}
         new = list(backend.warnings) if backend is not None else []
         oom = batches.warning() if batches is not None else None
         if oom:
