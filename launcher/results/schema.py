@@ -15,7 +15,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from runner.errors import BackendUnavailable
+from runner.errors import BackendUnavailable, install_hint
 
 SCHEMA_VERSION = 1
 EXTRA = "results"
@@ -119,7 +119,7 @@ def require(module: str) -> Any:
     except ImportError:
         raise BackendUnavailable(
             f"{module.split('.')[0]} is not installed: the results tables need it; "
-            f"pip install 'medbench[{EXTRA}]'") from None
+            f"{install_hint(EXTRA)}") from None
 
 
 def arrow_type(name: str) -> Any:

@@ -12,7 +12,7 @@ sets up) turn each text into tokens here. Two things are done faster, with the s
   so precision, recall and F1 are the same numbers, bit for bit (tests/test_metrics.py
   checks that against ``RougeScorer`` itself).
 
-``rouge-score`` is the optional extra ``medbench[report]``; without it ROUGE-L is reported as
+``rouge-score`` is the optional extra ``report``; without it ROUGE-L is reported as
 missing (None), never as a home-made approximation under the same name. Importing it pulls
 in NLTK (seconds), so it happens only when a score is not already in the report's cache.
 """
