@@ -197,7 +197,7 @@ def test_without_pyarrow_the_error_names_the_extra(runs, tmp_path, capsys, monke
     assert export(runs, out=tmp_path / "x.parquet") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: pyarrow is not installed: the results tables need it; "
-                   "pip install 'medbench[results]'"]
+                   "pip install -e '.[results]' in the medbench checkout"]
 
 
 def test_the_docs_show_the_schema_as_the_code_defines_it():
