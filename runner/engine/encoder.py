@@ -24,7 +24,7 @@ import numpy as np
 
 from runner.backends.weights import package_folder
 from runner.config import EmbedModel, Generation
-from runner.engine.batching import Batches, longest_first
+from runner.engine.chunks import Batches, longest_first
 from runner.errors import OutOfMemory
 from runner.plan import ModelTask
 
@@ -63,7 +63,7 @@ class Encoder:
     """A loaded encoder. Reuse it for several lists; ``close()`` (or ``with``) frees it."""
 
     def __init__(self, model: EmbedModel | dict[str, Any], *, batch_size: int | None = None):
-        from runner.backends.embed import EmbedderBackend
+        from runner.backends.hf_encoder import EmbedderBackend
 
         spec = as_spec(model)
         if batch_size is not None:

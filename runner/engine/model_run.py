@@ -36,10 +36,10 @@ from runner.backends import create_backend
 from runner.backends.base import AsyncGenerator, Backend, BatchGenerator, Embedder, GenRequest, GenResult
 from runner.config.backends import APIModel
 from runner.engine import answer_vectors
-from runner.engine.batched import run_batched
-from runner.engine.batching import Batches
-from runner.engine.concurrent import ConcurrentStats, run_concurrent
-from runner.engine.embedding import EmbeddingStats, run_embedding
+from runner.engine.batch_driver import run_batched
+from runner.engine.chunks import Batches
+from runner.engine.concurrent_driver import ConcurrentStats, run_concurrent
+from runner.engine.embed_driver import EmbeddingStats, run_embedding
 from runner.engine.recording import NullProgress, Progress
 from runner.errors import BackendFatal, InputError, MedbenchError, StorageError
 from runner.plan import ModelTask, Plan
