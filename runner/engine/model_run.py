@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from runner.artefacts.keys import EMBEDDINGS_FILE, Keys
-from runner.artefacts.records import ModelManifest, ResponseRecord, now_iso, package_versions
+from runner.artefacts.records import ModelManifest, ResponseRecord, answer_facts, now_iso, package_versions
 from runner.artefacts.stored import (
     check_same_settings,
     done_indices,
@@ -101,13 +101,7 @@ def _record(req: GenRequest, res: GenResult) -> ResponseRecord:
         index=q.index,
         prompt=req.prompt,
         response=res.text,
-        finish_reason=res.finish_reason,
-        input_tokens=res.input_tokens,
-        output_tokens=res.output_tokens,
-        reasoning_tokens=res.reasoning_tokens,
-        latency_s=res.latency_s,
-        error=res.error,
-        attempts=res.attempts,
+        **answer_facts(res),
         **res.extra,
     )
 
