@@ -18,7 +18,7 @@ PACKAGES = ("runner", "launcher")
 
 # Lowest first. A module may import its own layer and those below it, never one above.
 LAYERS = [
-    ("runner.redact", "runner.errors"),
+    ("runner.redact", "runner.errors", "runner.env"),
     ("runner.storage", "runner.artefacts.keys", "runner.artefacts.jsonl", "runner.artefacts.records"),
     # A benchmark's catalogue entry and source are config; loading and prompting it use questions.
     ("runner.config", "runner.benchmarks.source", "runner.benchmarks.catalogue", "runner.benchmarks.schemas",

@@ -79,7 +79,7 @@ def requests_for(task: ModelTask, questions: list[Question]) -> list[GenRequest]
 
 
 def model_leases(storage: Storage, plan: Plan, parts: list[tuple[ModelTask, list[int]]], *,
-                 command: str) -> Leases:
+                 command: str, ttl: float | None = None) -> Leases:
     """The leases of ``parts`` (each model with the shards this process runs), not yet taken.
 
     A process that runs a sharded model whole (``launcher run``) takes every shard's lease, so
@@ -91,7 +91,7 @@ def model_leases(storage: Storage, plan: Plan, parts: list[tuple[ModelTask, list
             where = f" shard {shard + 1}/{task.spec.shards}" if task.spec.shards > 1 else ""
             keys[Keys(plan.run_id, task.model_dir).lease(shard)] = (
                 f"run {plan.run_id}: model {task.model_dir}{where}")
-    return Leases(storage, keys, command=command)
+    return Leases(storage, keys, command=command, ttl=ttl)
 
 
 def _record(req: GenRequest, res: GenResult) -> ResponseRecord:

@@ -48,6 +48,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from runner.env import env_whole_number
 from runner.errors import StorageError, StorageNotFound, StorageURLError
 from runner.redact import remember
 from runner.storage.base import Storage, temp_beside
@@ -121,7 +122,7 @@ class S3Storage(Storage):
         mode = retry_mode or os.environ.get("MEDBENCH_S3_RETRY_MODE") or "standard"
         if mode not in ("standard", "adaptive"):
             raise StorageError(f"MEDBENCH_S3_RETRY_MODE={mode!r}: expected standard or adaptive")
-        attempts = max_attempts or _env_int("MEDBENCH_S3_MAX_ATTEMPTS", 8)
+        attempts = max_attempts or env_whole_number("MEDBENCH_S3_MAX_ATTEMPTS", 8)
         self.max_attempts = attempts
         self.multipart_chunksize = multipart_chunksize
         config = Config(
@@ -424,16 +425,3 @@ def _code(e: ClientError) -> str:
 
 def _etag(raw: str | None) -> str | None:
     return raw.strip('"') if raw else None
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise StorageError(f"{name}={raw!r}: expected a whole number") from None
-    if value < 1:
-        raise StorageError(f"{name}={raw!r}: expected at least 1")
-    return value
