@@ -51,7 +51,7 @@ from botocore.exceptions import (
 from runner.env import env_whole_number
 from runner.errors import StorageError, StorageNotFound, StorageURLError
 from runner.redact import remember
-from runner.storage.base import Storage, temp_beside
+from runner.storage.base import Storage, replacing
 from runner.storage.endpoint import endpoint_problem
 from runner.storage.etag import matches as etag_matches
 from runner.storage.etag import parts_count, parts_etag
@@ -294,17 +294,16 @@ class S3Storage(Storage):
         path = Path(path)
         problem = ""
         for attempt in range(1, _DOWNLOADS + 1):
-            fd, tmp = temp_beside(path)  # the umask's mode, not mkstemp's 0600
-            os.close(fd)
             try:
-                with self._errors("download", full):
-                    self._client.download_file(self.bucket, full, str(tmp), Config=self._transfer)
-                problem = self._mismatch(full, tmp, size, etag) if size is not None else ""
-                if not problem:
-                    os.replace(tmp, path)
-                    return
-            finally:
-                tmp.unlink(missing_ok=True)
+                with replacing(path) as tmp:  # the umask's mode, not mkstemp's 0600
+                    with self._errors("download", full):
+                        self._client.download_file(self.bucket, full, str(tmp), Config=self._transfer)
+                    problem = self._mismatch(full, tmp, size, etag) if size is not None else ""
+                    if problem:
+                        raise _Mismatch(problem)
+                return
+            except _Mismatch:
+                pass  # ``path`` is as it was
             if attempt == _DOWNLOADS:
                 break
             log.warning("s3://%s/%s: the download %s; fetching it again", self.bucket, full, problem)
@@ -417,6 +416,10 @@ def _remember_credentials(session: boto3.session.Session) -> None:
         for secret in (frozen.secret_key, frozen.token):
             if secret:
                 remember(secret)
+
+
+class _Mismatch(Exception):
+    """A download that differs from the listing: it replaces nothing."""
 
 
 def _code(e: ClientError) -> str:
