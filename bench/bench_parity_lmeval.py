@@ -31,7 +31,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import yaml  # noqa: E402
 
-from runner.backends.hf import package_folder  # noqa: E402
+from runner.backends.weights import package_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TASK_YAML = REPO / "bench" / "lmeval_task" / "pubmedqa_local.yaml"

@@ -13,7 +13,7 @@ What is stored, under ``<run>/judge/<judge model_dir>/``:
 Lines are appended as verdicts arrive, so an interrupted judge continues where it stopped;
 answers whose verdict failed are asked again on the next run. The judge is called through
 the run's own backend code (``runner.backends.create_backend``) and the same concurrent engine
-(``runner.engine.concurrent``): same client, error mapping, base URL, key, concurrency, rate
+(``runner.engine.concurrent_driver``): same client, error mapping, base URL, key, concurrency, rate
 limits and retries as when the model answered questions.
 """
 
@@ -35,7 +35,7 @@ from runner.artefacts.stored import first_error
 from runner.backends import create_backend
 from runner.backends.base import AsyncGenerator, GenRequest, GenResult
 from runner.config import APIModel, Generation, RunConfig, descriptors
-from runner.engine.concurrent import run_concurrent
+from runner.engine.concurrent_driver import run_concurrent
 from runner.errors import InputError
 from runner.plan import ModelTask
 from runner.questions import Question

@@ -46,10 +46,11 @@ from runner.artefacts.stored import first_error, load_staged_questions, read_run
 from runner.backends import backend_class
 from runner.config import check_run_id, check_safe_name
 from runner.engine.model_run import ModelRun, model_leases
+from runner.env import env_seconds, whole_number
 from runner.errors import InputError, MedbenchError, StorageError, StorageNotFound
 from runner.plan import ModelTask, Plan, plan_from_run
 from runner.storage import Storage, open_storage
-from runner.storage.lease import Owner
+from runner.storage.lease import DEFAULT_SECONDS, Owner, lease_seconds
 
 log = logging.getLogger("medbench.runner")
 
@@ -67,6 +68,8 @@ class Target:
     shards: int | None
     endpoint: str | None
     log_interval: float
+    #: How long this process's lease lives without renewal (MEDBENCH_LEASE_SECONDS).
+    lease_seconds: float = DEFAULT_SECONDS
     #: How launcher render sized this Job (MEDBENCH_SIZING), recorded in the manifest.
     sizing: dict | None = None
 
@@ -93,16 +96,6 @@ def _setting(flag: str | None, env: str, what: str) -> str:
     return value
 
 
-def _whole(raw: str, name: str, minimum: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InputError(f"{name}={raw!r}: expected a whole number") from None
-    if value < minimum:
-        raise InputError(f"{name}={raw!r}: expected at least {minimum}")
-    return value
-
-
 def resolve_target(args: argparse.Namespace) -> Target:
     output = _setting(args.output, "MEDBENCH_OUTPUT", "output")
     run_id = _setting(args.run_id, "MEDBENCH_RUN_ID", "run-id")
@@ -112,16 +105,17 @@ def resolve_target(args: argparse.Namespace) -> Target:
         check_safe_name(model, "model")
     except ValueError as e:
         raise InputError(str(e)) from None
-    shard_raw = args.shard if args.shard is not None else os.environ.get("JOB_COMPLETION_INDEX", "0")
+    shard_raw = args.shard if args.shard is not None else os.environ.get("JOB_COMPLETION_INDEX") or "0"
     shards_raw = args.shards if args.shards is not None else os.environ.get("MEDBENCH_SHARDS")
     return Target(
         output=output,
         run_id=run_id,
         model=model,
-        shard=_whole(shard_raw, "shard (JOB_COMPLETION_INDEX)", 0),
-        shards=_whole(shards_raw, "shards (MEDBENCH_SHARDS)", 1) if shards_raw else None,
+        shard=whole_number(shard_raw, "shard (JOB_COMPLETION_INDEX)", minimum=0),
+        shards=whole_number(shards_raw, "shards (MEDBENCH_SHARDS)", minimum=1) if shards_raw else None,
         endpoint=args.endpoint,
-        log_interval=_seconds(os.environ.get("MEDBENCH_LOG_INTERVAL", "30"), "MEDBENCH_LOG_INTERVAL"),
+        log_interval=env_seconds("MEDBENCH_LOG_INTERVAL", 30.0),
+        lease_seconds=lease_seconds(),
         sizing=_sizing(os.environ.get("MEDBENCH_SIZING")),
     )
 
@@ -136,16 +130,6 @@ def _sizing(raw: str | None) -> dict | None:
         log.warning("MEDBENCH_SIZING is not JSON; the manifest will not record the Job's sizing")
         return None
     return value if isinstance(value, dict) else None
-
-
-def _seconds(raw: str, name: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InputError(f"{name}={raw!r}: expected a number of seconds") from None
-    if not value > 0:
-        raise InputError(f"{name}={raw!r}: expected more than 0 seconds")
-    return value
 
 
 def load_run(storage: Storage, run_id: str) -> Plan:
@@ -319,7 +303,8 @@ def run(target: Target) -> int:
         stored_log.try_upload()
         # A Job's retry (or a second pod of the same index) may start while another process
         # still runs this shard: it waits for that one to finish, or for its lease to expire.
-        lease = model_leases(storage, plan, [(task, [target.shard])], command="runner")
+        lease = model_leases(storage, plan, [(task, [target.shard])], command="runner",
+                             ttl=target.lease_seconds)
         try:
             lease.acquire(wait=True, on_wait=_log_wait)
             with lease:

@@ -90,10 +90,6 @@ class Question(BaseModel):
         return v
 
     @property
-    def is_multiple_choice(self) -> bool:
-        return bool(self.options)
-
-    @property
     def gold_letter(self) -> str | None:
         """The gold answer as an option letter, whether given as a letter or as the text."""
         if not self.options or self.answer is None:

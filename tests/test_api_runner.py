@@ -17,7 +17,7 @@ import pytest
 
 from runner.backends.retry_after import parse_duration, retry_after_seconds
 from runner.credentials import public_url
-from runner.engine import concurrent as api_runner
+from runner.engine import concurrent_driver as api_runner
 from runner.engine.ratelimit import Throttle, TokenBucket
 from runner.redact import redact, remember
 from tests.conftest import run_cli, write

@@ -200,6 +200,24 @@ def lease_seconds(ctx: Ctx) -> list[str]:
     return ["launcher", "run", ctx.config()]
 
 
+def pod_env(name: str, value: str) -> Callable[[Ctx], list[str]]:
+    def setup(ctx: Ctx) -> list[str]:
+        argv = pod()(ctx)
+        ctx.env(name, value)
+        return argv
+    return setup
+
+
+def s3_env(name: str, value: str) -> Callable[[Ctx], list[str]]:
+    def setup(ctx: Ctx) -> list[str]:
+        for var, set_to in FAKE_ENV.items():
+            ctx.env(var, set_to)
+        ctx.env(name, value)
+        return ["launcher", "status", "battery-0000000000", "--from", "s3://medbench/runs",
+                "--endpoint", f"http://127.0.0.1:{free_port()}"]
+    return setup
+
+
 def pod(**flags: str) -> Callable[[Ctx], list[str]]:
     def setup(ctx: Ctx) -> list[str]:
         run_id = ctx.local_run()
@@ -450,6 +468,21 @@ CASES = [
     Case("status-from-gs", status_from("gs://medbench/runs"), 2, "unsupported scheme"),
     Case("collect-from-s3-without-bucket", collect_from("s3:///runs"), 2, "missing bucket name"),
     Case("lease-seconds-not-a-number", lease_seconds, 2, "MEDBENCH_LEASE_SECONDS='soon'"),
+    # --- numbers in the environment: one parser (runner.env), one message -------------------------
+    Case("env-s3-max-attempts-not-a-number", s3_env("MEDBENCH_S3_MAX_ATTEMPTS", "many"), 2,
+         "MEDBENCH_S3_MAX_ATTEMPTS='many': expected a whole number of at least 1"),
+    Case("env-s3-max-attempts-zero", s3_env("MEDBENCH_S3_MAX_ATTEMPTS", "0"), 2,
+         "MEDBENCH_S3_MAX_ATTEMPTS='0': expected a whole number of at least 1"),
+    Case("env-log-interval-not-a-number", pod_env("MEDBENCH_LOG_INTERVAL", "soon"), 2,
+         "MEDBENCH_LOG_INTERVAL='soon': expected a number of seconds above 0"),
+    Case("env-log-interval-infinite", pod_env("MEDBENCH_LOG_INTERVAL", "inf"), 2,
+         "MEDBENCH_LOG_INTERVAL='inf': expected a number of seconds above 0"),
+    Case("env-lease-seconds-zero", pod_env("MEDBENCH_LEASE_SECONDS", "0"), 2,
+         "MEDBENCH_LEASE_SECONDS='0': expected a number of seconds above 0"),
+    Case("env-shards-not-a-number", pod_env("MEDBENCH_SHARDS", "two"), 2,
+         "shards (MEDBENCH_SHARDS)='two': expected a whole number of at least 1"),
+    Case("env-job-completion-index-negative", pod_env("JOB_COMPLETION_INDEX", "-1"), 2,
+         "shard (JOB_COMPLETION_INDEX)='-1': expected a whole number of at least 0"),
     Case("pod-run-id-dot", pod(**{"--run-id": "."}), 2, "run id must not be '.'"),
     Case("pod-model-300-characters", pod(**{"--model": "m" * 300}), 2, "model is 300 bytes long"),
     # --- server responses ----------------------------------------------------------------

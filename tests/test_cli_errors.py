@@ -161,7 +161,7 @@ def test_missing_weights_package_is_refused_before_anything_is_written(project, 
 
 
 def test_4bit_maps_to_a_bitsandbytes_nf4_config():
-    from runner.backends.hf import quantization_config
+    from runner.backends.torch_common import quantization_config
 
     four = quantization_config("4bit", "cuda")
     assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4"

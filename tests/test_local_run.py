@@ -108,3 +108,42 @@ def test_only_runs_the_named_model(project):
     write(project / "models.yaml", echo_config() + "  - id: other/echo\n    backend: echo\n")
     assert run_cli("run", "models.yaml", "--only", "other/echo") == 0
     assert [p.name for p in the_run(project).iterdir() if p.is_dir()] == ["other_echo"]
+
+
+def test_a_record_is_stored_byte_for_byte_as_it_always_was(project):
+    """Other tools and older reports read responses.jsonl: its keys, their order and their
+    spelling stay put, whichever class declares them."""
+    write(project / "questions.jsonl", json.dumps({"question": "Is it?"}) + "\n")
+    write(project / "models.yaml", """
+        name: pin
+        questions: questions.jsonl
+        system_prompt: Be brief.
+        generation:
+          max_new_tokens: 3
+        output: out
+        models:
+          - id: medbench/echo
+            backend: echo
+        """)
+    assert run_cli("run", "models.yaml") == 0
+    model = the_run(project) / "medbench_echo"
+    line = ('{"schema_version":1,"id":"1","index":1,"prompt":"Be brief.\\n\\nIs it?\\nAnswer:",'
+            '"response":"Be brief. Is","finish_reason":"length","input_tokens":5,"output_tokens":3,'
+            '"latency_s":0.0,"attempts":1}')
+    assert (model / "records" / "000001.json").read_text() == line
+    assert (model / "responses.jsonl").read_text() == line + "\n"
+
+
+def test_every_field_of_a_record_keeps_its_place_in_the_json():
+    from runner.artefacts.records import ResponseRecord
+
+    rec = ResponseRecord(
+        id="q", index=1, prompt=[{"role": "user", "content": "Hi"}], response="A", finish_reason="stop",
+        input_tokens=3, output_tokens=1, reasoning_tokens=0, latency_s=0.5, error="e", attempts=2,
+        cost_usd=0.001, option_loglikelihoods=[-1.0, -2.0], prediction="A", prediction_norm="B",
+        dimension=4, truncated=False, surrogates_replaced=1)
+    assert rec.model_dump_json() == (
+        '{"schema_version":1,"id":"q","index":1,"prompt":[{"role":"user","content":"Hi"}],"response":"A",'
+        '"finish_reason":"stop","input_tokens":3,"output_tokens":1,"reasoning_tokens":0,"latency_s":0.5,'
+        '"error":"e","attempts":2,"cost_usd":0.001,"option_loglikelihoods":[-1.0,-2.0],"prediction":"A",'
+        '"prediction_norm":"B","dimension":4,"truncated":false,"surrogates_replaced":1}')

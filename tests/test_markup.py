@@ -15,7 +15,7 @@ from rich.progress import Progress
 
 from launcher.local import RichProgress, progress_columns
 from runner.config import parse_config
-from runner.engine import concurrent as api_runner
+from runner.engine import concurrent_driver as api_runner
 from runner.plan import make_plan
 from tests.conftest import run_cli, write
 from tests.fakes.openai_server import FakeOpenAI, Fault

@@ -61,7 +61,7 @@ def test_shipped_seed_questions():
 def test_shared_pubmedqa_file_loads(pubmedqa):
     qs = load_questions(pubmedqa)
     assert len(qs) == 200
-    assert all(q.is_multiple_choice and q.gold_letter for q in qs)
+    assert all(q.options and q.gold_letter for q in qs)
 
 
 def test_questions_jsonl_is_standard_json_whatever_made_the_questions():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.engine import concurrent
+from runner.engine import concurrent_driver
 from tests.conftest import run_cli, write
 from tests.fakes.openai_server import FakeOpenAI, Fault
 
@@ -26,7 +26,8 @@ QUESTIONS = [
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(concurrent, "DEFAULT_POLICY", concurrent.RetryPolicy(base_delay=0.01, max_delay=0.05))
+    monkeypatch.setattr(concurrent_driver, "DEFAULT_POLICY",
+                        concurrent_driver.RetryPolicy(base_delay=0.01, max_delay=0.05))
 
 
 def questions(project: Path) -> None:

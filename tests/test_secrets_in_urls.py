@@ -18,7 +18,7 @@ import pytest
 from runner.artefacts.stored import stage_run
 from runner.config import parse_config
 from runner.credentials import public_url
-from runner.engine import concurrent as api_runner
+from runner.engine import concurrent_driver as api_runner
 from runner.main import main as runner_main
 from runner.plan import make_plan
 from runner.storage import open_storage

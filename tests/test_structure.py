@@ -18,11 +18,11 @@ PACKAGES = ("runner", "launcher")
 
 # Lowest first. A module may import its own layer and those below it, never one above.
 LAYERS = [
-    ("runner.redact", "runner.errors"),
+    ("runner.redact", "runner.errors", "runner.env"),
     ("runner.storage", "runner.artefacts.keys", "runner.artefacts.jsonl", "runner.artefacts.records"),
     # A benchmark's catalogue entry and source are config; loading and prompting it use questions.
     ("runner.config", "runner.benchmarks.source", "runner.benchmarks.catalogue", "runner.benchmarks.schemas",
-     "runner.benchmarks.errors", "runner.benchmarks.sampling", "runner.benchmarks.loading"),
+     "runner.benchmarks.errors", "runner.benchmarks.sampling", "runner.benchmarks.rows"),
     ("runner.questions", "runner.prompts", "runner.credentials", "runner.benchmarks"),
     ("runner.plan",),
     ("runner.artefacts.stored",),
@@ -58,7 +58,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
-            # `from runner.engine import concurrent` imports the module runner.engine.concurrent.
+            # `from runner.engine import chunks` imports the module runner.engine.chunks.
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue

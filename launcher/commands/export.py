@@ -9,7 +9,6 @@ one line; the others are exported.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from runner.errors import InputError, StorageError
-from runner.storage.base import temp_beside
+from runner.storage import replacing
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -92,17 +91,11 @@ def _write(path: Path, tables: Iterable[Any], schema: Any, fingerprint: str) -> 
     pq = require("pyarrow.parquet")
     schema = schema.with_metadata({**(schema.metadata or {}), FINGERPRINT: fingerprint.encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_beside(path)
-    os.close(fd)
     rows = 0
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for table in tables:
-                writer.write_table(table.cast(schema))
-                rows += table.num_rows
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for table in tables:
+            writer.write_table(table.cast(schema))
+            rows += table.num_rows
     return rows
 
 

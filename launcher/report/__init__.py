@@ -86,22 +86,16 @@ def _dump_metrics(obj: dict[str, Any], f: TextIO) -> None:
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
     """metrics.json, streamed into a temporary file that then replaces the old one.
 
-    The temporary file is the storage layer's (``temp_beside``, as ``atomic_write`` uses): it
+    The temporary file is the storage layer's (``replacing``, as ``atomic_write`` uses): it
     gets the umask like every other file of the run, where ``mkstemp`` would make it 0600.
     """
-    from runner.storage.base import temp_beside
+    from runner.storage import replacing
 
     try:
-        fd, tmp = temp_beside(path)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                _dump_metrics(obj, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with replacing(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+            _dump_metrics(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as e:
         raise StorageError(f"cannot write {path}: {e.strerror or e}") from e
 

@@ -27,8 +27,7 @@ from launcher.results.reading import UnreadableRun, read_run
 from launcher.results.schema import require
 from launcher.results.sources import RunRef
 from launcher.scoring import extract
-from runner.storage import open_storage
-from runner.storage.base import temp_beside
+from runner.storage import open_storage, replacing
 
 FINGERPRINT = b"medbench.fingerprint"
 CACHE_SUBDIR = "results"
@@ -179,10 +178,5 @@ class RunStore:
     def _write(path: Path, table: Any, fingerprint: str) -> None:
         pq = require("pyarrow.parquet")
         meta = {**(table.schema.metadata or {}), FINGERPRINT: fingerprint.encode()}
-        fd, tmp = temp_beside(path)
-        os.close(fd)
-        try:
+        with replacing(path) as tmp:
             pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)

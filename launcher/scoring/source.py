@@ -1,6 +1,6 @@
 """The one line that names a run's questions when they come from a named benchmark.
 
-run.json's ``questions_source`` (``runner/benchmarks/load.py`` writes it) holds the
+run.json's ``questions_source`` (``runner/benchmarks/to_questions.py`` writes it) holds the
 benchmark, its title, subject, split, revision and sample. A number out of context means
 little ("62% accuracy" on what?), so the report's header, metrics.json and the terminal
 summary all carry the same line, e.g. "MedQA (USMLE, 4 options) — test split, 500 of 1,273

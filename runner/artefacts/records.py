@@ -7,6 +7,7 @@ older versions and refuse newer ones clearly.
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, Literal
@@ -24,16 +25,19 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class ResponseRecord(BaseModel):
-    """One line of responses.jsonl: one question put to one model."""
+@dataclass(kw_only=True, init=False, repr=False, eq=False)
+class AnswerFacts:
+    """What a model says about one answer besides its text, declared once for both sides:
 
-    model_config = ConfigDict(extra="allow")
+    a backend returns them in its ``GenResult`` (``runner.backends.base``) as the model sent
+    them, checked later (``runner.engine.untrusted``); a run stores them, validated, in each
+    ``ResponseRecord``, copied over by name (:func:`answer_facts`). A field added here is in
+    both, and in responses.jsonl after ``attempts``.
 
-    schema_version: int = SCHEMA_VERSION
-    id: str
-    index: int
-    prompt: Any = Field(description="Exactly what was sent: a string, or a list of chat messages.")
-    response: str | None = None
+    A plain dataclass with no methods of its own: ``GenResult`` (a dataclass) builds on its
+    fields without validating them, ``ResponseRecord`` (a pydantic model) reads and validates them.
+    """
+
     finish_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -41,6 +45,30 @@ class ResponseRecord(BaseModel):
     latency_s: float | None = None
     error: str | None = None
     attempts: int = 1
+
+
+def answer_facts(result: AnswerFacts) -> dict[str, Any]:
+    """The ``AnswerFacts`` fields of a backend's result, by name."""
+    return {f.name: getattr(result, f.name) for f in fields(AnswerFacts)}
+
+
+class _RecordHead(BaseModel):
+    """The first keys of a record: which question, what was sent, what came back."""
+
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    index: int
+    prompt: Any = Field(description="Exactly what was sent: a string, or a list of chat messages.")
+    response: str | None = None
+
+
+# The JSON's keys follow the classes from the last base to this one: _RecordHead's, then
+# AnswerFacts', then these. responses.jsonl has been written in that order from the start.
+class ResponseRecord(AnswerFacts, _RecordHead):
+    """One line of responses.jsonl: one question put to one model."""
+
+    model_config = ConfigDict(extra="allow")
+
     cost_usd: float | None = None
     # Loglikelihood scoring only.
     option_loglikelihoods: list[float] | None = None

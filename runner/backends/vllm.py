@@ -41,7 +41,6 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 from runner.backends.base import BatchGenerator, GenRequest, GenResult  # noqa: E402
-from runner.backends.hf import hardware_info, load_tokenizer, resolve_source  # noqa: E402
 from runner.backends.loglik import (  # noqa: E402
     TARGET_DELIMITER,
     encode_pair,
@@ -49,6 +48,8 @@ from runner.backends.loglik import (  # noqa: E402
     predictions,
     scored_choices,
 )
+from runner.backends.torch_common import free_gpu_cache, hardware_info, load_tokenizer  # noqa: E402
+from runner.backends.weights import resolve_source  # noqa: E402
 from runner.errors import BackendFatal, BackendUnavailable, ConfigError, install_hint  # noqa: E402
 from runner.prompts import build_prompt, choose_format  # noqa: E402
 
@@ -344,9 +345,7 @@ class VLLMBackend(BatchGenerator):
             del llm
         gc.collect()
         if self.device == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()
+            free_gpu_cache()
 
     # --- prompts -----------------------------------------------------------------------
 

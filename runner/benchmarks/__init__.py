@@ -18,9 +18,9 @@ from runner.benchmarks.errors import (
     UnknownSplit,
     UnknownSubject,
 )
-from runner.benchmarks.load import load_benchmark, question_id, source_fingerprint
 from runner.benchmarks.prompts import BenchmarkPrompts, continuations, loglikelihood_requests, prompts_for
 from runner.benchmarks.source import BenchmarkSource, find_benchmark
+from runner.benchmarks.to_questions import load_benchmark, question_id, source_fingerprint
 
 __all__ = [
     "BENCHMARKS",

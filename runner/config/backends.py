@@ -361,7 +361,7 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
                    "gemini-2.5-flash": (0.30, 2.50),
                    "gemini-2.5-flash-lite": (0.10, 0.40),
                })),
-    Descriptor("embed", EmbedModel, "runner.backends.embed:EmbedderBackend", "hf",
+    Descriptor("embed", EmbedModel, "runner.backends.hf_encoder:EmbedderBackend", "hf",
                "Encoders (BERT family): embeddings.npy", image="gpu", secrets=(HF_TOKEN,),
                sized="memory", packages=("torch", "transformers")),
     Descriptor("echo", EchoModel, "runner.backends.echo:EchoBackend", "",

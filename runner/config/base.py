@@ -565,8 +565,3 @@ class ModelBase(Strict):
     @property
     def model_dir(self) -> str:
         return self.name or self.id.replace("/", "_")
-
-
-def model_dir_of(entry: dict[str, Any]) -> str:
-    """The folder name of a model entry read from a stored config (run.json) as a mapping."""
-    return entry.get("name") or str(entry.get("id", "")).replace("/", "_")

@@ -15,7 +15,6 @@ time; for a Hub model, the commit of the cached snapshot.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from runner.backends.weights import package_folder
 from runner.config import EmbedModel, Generation
-from runner.engine.batching import Batches, longest_first
+from runner.engine.chunks import Batches, longest_first
 from runner.errors import OutOfMemory
 from runner.plan import ModelTask
 
@@ -63,7 +63,7 @@ class Encoder:
     """A loaded encoder. Reuse it for several lists; ``close()`` (or ``with``) frees it."""
 
     def __init__(self, model: EmbedModel | dict[str, Any], *, batch_size: int | None = None):
-        from runner.backends.embed import EmbedderBackend
+        from runner.backends.hf_encoder import EmbedderBackend
 
         spec = as_spec(model)
         if batch_size is not None:
@@ -119,19 +119,16 @@ def open_encoder(model: EmbedModel | dict[str, Any] = MINILM, *, batch_size: int
 def _package(pkg: str) -> tuple[Path, str | None] | None:
     """An installed package's folder (located without importing it: it may import a runtime)
     and its distribution's "name version", when it has one."""
-    top, _, sub = pkg.partition("/")
-    try:
-        found = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
+    folder = package_folder(pkg)
+    if folder is None:
         return None
-    if found is None or not found.submodule_search_locations:
-        return None
+    top = pkg.partition("/")[0]
     try:
         dist = metadata.distribution(top)
         release = f"{dist.metadata['Name']} {dist.version}"
     except metadata.PackageNotFoundError:
         release = None
-    return Path(next(iter(found.submodule_search_locations))) / sub, release
+    return Path(folder), release
 
 
 def _weight_files(folder: Path) -> list[Path] | None:

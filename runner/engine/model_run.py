@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from runner.artefacts.keys import EMBEDDINGS_FILE, Keys
-from runner.artefacts.records import ModelManifest, ResponseRecord, now_iso, package_versions
+from runner.artefacts.records import ModelManifest, ResponseRecord, answer_facts, now_iso, package_versions
 from runner.artefacts.stored import (
     check_same_settings,
     done_indices,
@@ -36,10 +36,10 @@ from runner.backends import create_backend
 from runner.backends.base import AsyncGenerator, Backend, BatchGenerator, Embedder, GenRequest, GenResult
 from runner.config.backends import APIModel
 from runner.engine import answer_vectors
-from runner.engine.batched import run_batched
-from runner.engine.batching import Batches
-from runner.engine.concurrent import ConcurrentStats, run_concurrent
-from runner.engine.embedding import EmbeddingStats, run_embedding
+from runner.engine.batch_driver import run_batched
+from runner.engine.chunks import Batches
+from runner.engine.concurrent_driver import ConcurrentStats, run_concurrent
+from runner.engine.embed_driver import EmbeddingStats, run_embedding
 from runner.engine.recording import NullProgress, Progress
 from runner.errors import BackendFatal, InputError, MedbenchError, StorageError
 from runner.plan import ModelTask, Plan
@@ -79,7 +79,7 @@ def requests_for(task: ModelTask, questions: list[Question]) -> list[GenRequest]
 
 
 def model_leases(storage: Storage, plan: Plan, parts: list[tuple[ModelTask, list[int]]], *,
-                 command: str) -> Leases:
+                 command: str, ttl: float | None = None) -> Leases:
     """The leases of ``parts`` (each model with the shards this process runs), not yet taken.
 
     A process that runs a sharded model whole (``launcher run``) takes every shard's lease, so
@@ -91,7 +91,7 @@ def model_leases(storage: Storage, plan: Plan, parts: list[tuple[ModelTask, list
             where = f" shard {shard + 1}/{task.spec.shards}" if task.spec.shards > 1 else ""
             keys[Keys(plan.run_id, task.model_dir).lease(shard)] = (
                 f"run {plan.run_id}: model {task.model_dir}{where}")
-    return Leases(storage, keys, command=command)
+    return Leases(storage, keys, command=command, ttl=ttl)
 
 
 def _record(req: GenRequest, res: GenResult) -> ResponseRecord:
@@ -101,13 +101,7 @@ def _record(req: GenRequest, res: GenResult) -> ResponseRecord:
         index=q.index,
         prompt=req.prompt,
         response=res.text,
-        finish_reason=res.finish_reason,
-        input_tokens=res.input_tokens,
-        output_tokens=res.output_tokens,
-        reasoning_tokens=res.reasoning_tokens,
-        latency_s=res.latency_s,
-        error=res.error,
-        attempts=res.attempts,
+        **answer_facts(res),
         **res.extra,
     )
 

@@ -11,7 +11,7 @@ of it is opened.
 from __future__ import annotations
 
 from runner.errors import StorageURLError
-from runner.storage.base import Storage, atomic_write
+from runner.storage.base import Storage, atomic_write, replacing
 from runner.storage.endpoint import endpoint_problem
 from runner.storage.local import LocalStorage
 from runner.storage.schemes import (
@@ -29,4 +29,4 @@ from runner.storage.schemes import (
 
 __all__ = ["FOLDER", "SCHEMES", "LocalStorage", "PodAccess", "Scheme", "SecretKey", "Storage",
            "StorageURLError", "atomic_write", "check_url", "endpoint_problem", "expected_outputs",
-           "open_storage", "scheme_of", "url_problem"]
+           "open_storage", "replacing", "scheme_of", "url_problem"]

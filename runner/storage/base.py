@@ -7,6 +7,8 @@ import hashlib
 import os
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from runner.errors import StorageNotFound
@@ -159,15 +161,27 @@ def temp_beside(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all: a temporary file beside it, then a rename."""
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` for the block to write, by name, with any library.
+
+    When the block ends without an exception the file replaces ``path`` in one rename; when it
+    raises, the file is removed and ``path`` left as it was. A reader sees the old file or the
+    new one, never half of one. The one temp-file-then-rename of medbench: every whole-file
+    write goes through it (``atomic_write``, downloads, the report's files, Parquet tables).
+    """
     fd, tmp = temp_beside(path)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all, on disk before the rename."""
+    with replacing(path) as tmp, tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

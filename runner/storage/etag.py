@@ -58,13 +58,6 @@ def parts_etag(path: Path, part_sizes: Iterable[int]) -> str:
     return f"{hashlib.md5(digests).hexdigest()}-{count}"
 
 
-def multipart_etag(data: bytes, part_size: int) -> str:
-    """S3's tag for ``data`` uploaded in ``part_size`` parts: MD5 of the parts' MD5s, ``-<parts>``."""
-    parts = [data[i:i + part_size] for i in range(0, len(data), part_size)] or [b""]
-    digests = b"".join(hashlib.md5(p).digest() for p in parts)
-    return f"{hashlib.md5(digests).hexdigest()}-{len(parts)}"
-
-
 def likely_part_sizes(size: int, count: int, ours: int) -> list[int]:
     """Part sizes that give ``count`` parts for ``size`` bytes, most likely first: ours, the
     8 and 5 MiB other tools mostly use, the smallest whole number of MiB that gives ``count``."""

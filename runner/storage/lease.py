@@ -28,7 +28,6 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-import math
 import os
 import random
 import socket
@@ -40,7 +39,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from runner.errors import InputError, LeaseHeld, LeaseLost, StorageError, StorageNotFound
+from runner.env import env_seconds
+from runner.errors import LeaseHeld, LeaseLost, StorageError, StorageNotFound
 from runner.storage.base import Storage
 
 log = logging.getLogger("medbench.lease")
@@ -55,16 +55,7 @@ MAX_POLL_S = 5.0
 
 def lease_seconds() -> float:
     """How long a lease lives without renewal: ``MEDBENCH_LEASE_SECONDS``, default 60."""
-    raw = os.environ.get(ENV_SECONDS)
-    if not raw:
-        return DEFAULT_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InputError(f"{ENV_SECONDS}={raw!r}: expected a number of seconds") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise InputError(f"{ENV_SECONDS}={raw!r}: expected a number of seconds above 0")
-    return value
+    return env_seconds(ENV_SECONDS, DEFAULT_SECONDS)
 
 
 def _machine() -> str:

@@ -48,9 +48,10 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from runner.env import env_whole_number
 from runner.errors import StorageError, StorageNotFound, StorageURLError
 from runner.redact import remember
-from runner.storage.base import Storage, temp_beside
+from runner.storage.base import Storage, replacing
 from runner.storage.endpoint import endpoint_problem
 from runner.storage.etag import matches as etag_matches
 from runner.storage.etag import parts_count, parts_etag
@@ -121,7 +122,7 @@ class S3Storage(Storage):
         mode = retry_mode or os.environ.get("MEDBENCH_S3_RETRY_MODE") or "standard"
         if mode not in ("standard", "adaptive"):
             raise StorageError(f"MEDBENCH_S3_RETRY_MODE={mode!r}: expected standard or adaptive")
-        attempts = max_attempts or _env_int("MEDBENCH_S3_MAX_ATTEMPTS", 8)
+        attempts = max_attempts or env_whole_number("MEDBENCH_S3_MAX_ATTEMPTS", 8)
         self.max_attempts = attempts
         self.multipart_chunksize = multipart_chunksize
         config = Config(
@@ -293,17 +294,16 @@ class S3Storage(Storage):
         path = Path(path)
         problem = ""
         for attempt in range(1, _DOWNLOADS + 1):
-            fd, tmp = temp_beside(path)  # the umask's mode, not mkstemp's 0600
-            os.close(fd)
             try:
-                with self._errors("download", full):
-                    self._client.download_file(self.bucket, full, str(tmp), Config=self._transfer)
-                problem = self._mismatch(full, tmp, size, etag) if size is not None else ""
-                if not problem:
-                    os.replace(tmp, path)
-                    return
-            finally:
-                tmp.unlink(missing_ok=True)
+                with replacing(path) as tmp:  # the umask's mode, not mkstemp's 0600
+                    with self._errors("download", full):
+                        self._client.download_file(self.bucket, full, str(tmp), Config=self._transfer)
+                    problem = self._mismatch(full, tmp, size, etag) if size is not None else ""
+                    if problem:
+                        raise _Mismatch(problem)
+                return
+            except _Mismatch:
+                pass  # ``path`` is as it was
             if attempt == _DOWNLOADS:
                 break
             log.warning("s3://%s/%s: the download %s; fetching it again", self.bucket, full, problem)
@@ -418,22 +418,13 @@ def _remember_credentials(session: boto3.session.Session) -> None:
                 remember(secret)
 
 
+class _Mismatch(Exception):
+    """A download that differs from the listing: it replaces nothing."""
+
+
 def _code(e: ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
 
 
 def _etag(raw: str | None) -> str | None:
     return raw.strip('"') if raw else None
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise StorageError(f"{name}={raw!r}: expected a whole number") from None
-    if value < 1:
-        raise StorageError(f"{name}={raw!r}: expected at least 1")
-    return value

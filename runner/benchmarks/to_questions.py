@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from runner.benchmarks.catalogue import Benchmark
 from runner.benchmarks.errors import SchemaChanged
-from runner.benchmarks.loading import Loaded, load_hub, load_local
+from runner.benchmarks.rows import Loaded, load_hub, load_local
 from runner.benchmarks.sampling import sample_rows
 from runner.benchmarks.source import BenchmarkSource, check_split, check_subject, find_benchmark
 from runner.questions import Question

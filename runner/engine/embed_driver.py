@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runner.backends.base import Embedder, GenRequest, GenResult
-from runner.engine.batching import Batches, longest_first
+from runner.engine.chunks import Batches, longest_first
 from runner.engine.recording import VectorRecorder
 from runner.errors import OutOfMemory
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from runner.backends.base import BatchGenerator, GenRequest, GenResult
-from runner.engine.batching import Batches, longest_first
+from runner.engine.chunks import Batches, longest_first
 from runner.engine.recording import Recorder
 from runner.errors import OutOfMemory
 

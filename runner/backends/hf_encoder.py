@@ -22,17 +22,15 @@ import torch  # noqa: E402
 from transformers import AutoModel  # noqa: E402
 
 from runner.backends.base import Embedder  # noqa: E402
-
-# Only the model-agnostic helpers of the causal-LM backend: sources, devices, dtypes, OOM.
-from runner.backends.hf import (  # noqa: E402
+from runner.backends.torch_common import (  # noqa: E402
     free_gpu_cache,
     is_oom,
     load_tokenizer,
     model_facts,
     pick_device,
-    resolve_source,
     torch_dtype,
 )
+from runner.backends.weights import resolve_source  # noqa: E402
 from runner.errors import BackendUnavailable, ConfigError, OutOfMemory  # noqa: E402
 
 # A tokenizer without a configured limit reports this placeholder (about 1e30).
