@@ -11,7 +11,7 @@ scores.
 
 Each model's records are streamed once (``ModelData.iter_records``); only what the report
 shows of an answer is kept. The option each free-text answer chose, ROUGE-L scores and
-embeddings are read from the run's cache (``launcher.scoring.cache``) and only the missing
+embeddings are read from the run's cache (``launcher.scoring.array_cache``) and only the missing
 ones are computed.
 
 The dict's shape is the contract with ``launcher.report`` (see ``compute_metrics``).
@@ -30,7 +30,7 @@ import numpy as np
 
 from launcher.scoring import extract as extract_module
 from launcher.scoring import rouge
-from launcher.scoring.cache import ArrayCache, pair_key, text_key
+from launcher.scoring.array_cache import ArrayCache, pair_key, text_key
 from launcher.scoring.extract import extract_choice
 from launcher.scoring.run_data import ModelData, RunData
 from launcher.scoring.similarity import TextEncoder, cosine_pairs, resolve_encoder
