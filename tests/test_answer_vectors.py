@@ -152,3 +152,28 @@ def test_a_run_in_s3_keeps_its_vectors_and_collect_brings_them(project, s3):
     assert run_cli("collect", run_id, "--from", s3.url(), "--endpoint", s3.endpoint, "--dest", "col") == 0
     assert run_cli("report", project / "col" / run_id, "--bootstrap", "0") == 0
     assert metrics(project / "col" / run_id)["similarity"]["embedded"] == 0
+
+
+def test_under_auto_an_encoder_not_installed_where_the_model_ran_is_skipped_without_a_warning(
+        project, monkeypatch):
+    """An API model's pod runs the small CPU image, which has no torch: every manifest warning
+    there would be noise. auto skips it and says why; an explicit minilm still warns."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # as in the CPU image
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789abcdef")
+    write(project / "questions.jsonl", "".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    with FakeOpenAI(key="sk-test-0123456789abcdef") as server:
+        for setting in ("auto", "minilm"):
+            write(project / "models.yaml", f"name: api-{setting}\nquestions: questions.jsonl\n"
+                  f"system_prompt: none\nanswer_embeddings: {setting}\nmodels:\n"
+                  f"  - {{id: gpt-4o, backend: openai, base_url: '{server.url}'}}\n")
+            assert run_cli("run", "models.yaml") == 0
+            [run] = (project / "results").glob(f"api-{setting}-*")
+            manifest = json.loads((run / "gpt-4o" / "manifest.json").read_text())
+            said = [w for w in manifest["warnings"] if w.startswith("answer embeddings: ")]
+            if setting == "auto":
+                skipped = "torch not installed here; the report embeds these answers"
+                assert said == [] and manifest["answer_vectors"] == {"encoder": "minilm", "skipped": skipped}
+            else:
+                assert len(said) == 1 and "answer_vectors" not in manifest

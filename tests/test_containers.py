@@ -265,6 +265,10 @@ def test_an_api_panel_runs_in_its_image_into_s3_and_status_collect_report_read_i
         assert all(r["response"] and not r.get("error") for r in recs), model_dir
         assert json.loads(stored(s3, run_id, model_dir, "manifest.json"))["status"] == "complete"
     assert records(s3, run_id, "gpt-4o")[0]["response"] == f"Answer to: {QUESTIONS[0]}"
+    # The small image has no torch: the answers' similarity vectors are left to the report, quietly.
+    api = json.loads(stored(s3, run_id, "gpt-4o", "manifest.json"))
+    assert api["answer_vectors"]["skipped"].startswith("torch and transformers not installed here")
+    assert not [w for w in api["warnings"] if w.startswith("answer embeddings")]
 
     # On the laptop, by the run id alone: the Jobs' states and the answers, then the results.
     seen = status(run_id, capsys)
@@ -426,6 +430,12 @@ def test_the_quickstart_model_answers_inside_the_gpu_image_on_cpu(cluster, hf_ca
     # The image's own torch and transformers (the pinned CUDA builds) ran the model.
     for pkg in ("torch", "transformers"):
         assert manifest["versions"][pkg] == pins[pkg], pkg
+    # The image carries the report's encoder: the answers' similarity vectors were made in the pod.
+    vectors = manifest["answer_vectors"]
+    assert (vectors["encoder"], vectors["answers"], vectors["embedded"]) == ("minilm", 3, 3), vectors
+    assert not [w for w in manifest["warnings"] if w.startswith("answer embeddings")]
+    assert [k for k in s3.keys(f"runs/{run_id}/HuggingFaceTB_SmolLM2-135M-Instruct/similarity/")
+            if k.endswith("/0.npz")]
     assert status(run_id, capsys)["jobs"] == {"HuggingFaceTB_SmolLM2-135M-Instruct": "complete"}
 
 

