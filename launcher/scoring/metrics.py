@@ -208,14 +208,13 @@ def compute_metrics(run: RunData, *, similarity_encoder: str | None = "minilm", 
     questions = {q.index: q for q in run.questions}
     cache_dir = run.path if cache else None
     notes: list[str] = []
+    # Metrics switched off for the whole run, and why (each model's empty cell says so).
+    off: dict[str, str] = {}
     if not rouge.available():
         notes.append(f"ROUGE-L not computed: install rouge-score ({install_hint('report')})")
+        off["rouge_l"] = "not computed: rouge-score is not installed"
     # Fail on a wrong --encoder before any work.
     encoder: TextEncoder | None = resolve_encoder(similarity_encoder, _encoder_specs(run))
-    # Metrics switched off for the whole run, and why (a model's empty cell says so).
-    off = {}
-    if not rouge.available():
-        off["rouge_l"] = "not computed: rouge-score is not installed"
     if encoder is None:
         off["similarity"] = "not computed (--encoder none)"
 
@@ -243,6 +242,8 @@ def compute_metrics(run: RunData, *, similarity_encoder: str | None = "minilm", 
             similarity = {"encoder": encoder.name, "texts": sum(counts.values()), **counts}
         if encoder.note:
             notes.append(encoder.note)
+            if encoder.note.startswith("similarity not computed"):  # the encoder could not be loaded
+                off["similarity"] = encoder.note.removeprefix("similarity ")
         encoder.close()
 
     settings = Settings(bootstrap=bootstrap, seed=seed)
