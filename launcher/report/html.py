@@ -28,7 +28,8 @@ from markupsafe import Markup
 
 from launcher.judge import JudgeView
 from launcher.report import charts
-from launcher.scoring.metric_spec import METRICS, MISSING, MODEL_FACTS, num, page_order, pct
+from launcher.scoring import metric_spec
+from launcher.scoring.metric_spec import MISSING, MODEL_FACTS, num, page_order, pct
 from launcher.scoring.stats import MIN_PAIRED_ITEMS
 from runner.artefacts.records import now_iso
 
@@ -200,14 +201,14 @@ def render_html(metrics: dict, *, parameters: dict[str, dict] | None = None,
     """
     judges = judges or []
     # A metrics dict from an older scorer may lack some keys.
-    models = [{**dict.fromkeys(MODEL_FACTS), **dict.fromkeys(m.name for m in METRICS), **m}
+    models = [{**dict.fromkeys(MODEL_FACTS), **dict.fromkeys(m.name for m in metric_spec.METRICS), **m}
               for m in metrics.get("models") or []]
     run = {"name": "", "run_id": "", "created_at": None, "n_questions": 0, "questions_label": None,
            **(metrics.get("run") or {})}
     answer_models = [m["model_dir"] for m in models if m.get("kind") != "embed"]
     items = metrics.get("items") or []
     encoding, body = data_block(page_data(items, answer_models, judges))
-    chart_list = [c for c in (charts.metric_chart(models, m) for m in METRICS) if c is not None]
+    chart_list = [c for c in (charts.metric_chart(models, m) for m in metric_spec.METRICS) if c is not None]
     headers, rows = metrics_table(models)
     try:
         version = metadata.version("medbench")

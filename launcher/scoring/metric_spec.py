@@ -394,7 +394,8 @@ def markdown() -> str:
         cols = ", ".join(f"`{c}`" for c in m.columns)
         models = ", ".join(s for s in SCORINGS if s in m.scorings)
         better = {True: "higher", False: "lower", None: "–"}[m.higher_is_better]
-        lines.append(f"| `{m.name}` ({m.label}) | {cols} | {m.description} | {models} | {better} |")
+        name = f"`{m.name}`" + (f" ({m.label})" if m.label != m.name else "")
+        lines.append(f"| {name} | {cols} | {m.description} | {models} | {better} |")
     return "\n".join(lines) + "\n"
 
 

@@ -29,18 +29,10 @@ from typing import Any
 import numpy as np
 
 from launcher.scoring import extract as extract_module
-from launcher.scoring import rouge
+from launcher.scoring import metric_spec, rouge
 from launcher.scoring.array_cache import ArrayCache, pair_key, text_key
 from launcher.scoring.extract import extract_choice
-from launcher.scoring.metric_spec import (
-    GRADED,
-    METRICS,
-    MODEL_FACTS,
-    Answers,
-    Settings,
-    model_values,
-    outcome,
-)
+from launcher.scoring.metric_spec import GRADED, MODEL_FACTS, Answers, Settings, model_values, outcome
 from launcher.scoring.run_data import ModelData, RunData
 from launcher.scoring.similarity import TextEncoder, cosine_pairs, resolve_encoder
 from launcher.scoring.source import source_label
@@ -427,7 +419,7 @@ def metrics_table_rows(metrics: dict) -> list[dict]:
     rows = []
     for m in metrics["models"]:
         row: dict[str, Any] = {k: m.get(k) for k in MODEL_FACTS}
-        for metric in METRICS:
+        for metric in metric_spec.METRICS:
             row.update(metric.flat(m.get(metric.name)))
         rows.append(row)
     return rows
