@@ -286,10 +286,19 @@ def _accuracy_chart(name: str, title: str) -> Chart:
                  text=_accuracy_bar, bar="accuracy", whisker=("ci_low", "ci_high"), x_max=1.0)
 
 
+def _reference_score(name: str, label: str, description: str) -> Metric:
+    """The mean of a free-text answer's score against its question's reference (an Answers column)."""
+    return Metric(name=name, label=label, description=description,
+                  compute=lambda a: _known(getattr(a, name)), aggregate=Mean(), higher_is_better=True,
+                  cells=(Cell(label, lambda v, m: num(v, 3)),), scorings=_GENERATE,
+                  missing="no answered question has a reference answer",
+                  # The page has always shown them beside accuracy; metrics.csv near its end.
+                  page_before="latency_s")
+
+
 _ALL = frozenset(SCORINGS)
 _GENERATE = frozenset({"generate"})
 _NO_GOLD = "no multiple-choice question with a gold answer was answered"
-_NO_REFERENCE = "no answered question has a reference answer"
 
 #: In metrics.csv's column order (which users' scripts may rely on): add a new metric at the end.
 METRICS: tuple[Metric, ...] = (
@@ -342,18 +351,10 @@ METRICS: tuple[Metric, ...] = (
         compute=lambda a: _known(a.output_tokens[a.ok]), aggregate=Summary(("mean", "total")),
         higher_is_better=None, cells=(Cell("output tokens", lambda v, m: num(v["total"], 0)),),
         scorings=_GENERATE, missing="no answer recorded its tokens"),
-    Metric(
-        name="rouge_l", label="ROUGE-L",
-        description="mean ROUGE-L F1 of the answers against the questions' reference answers",
-        compute=lambda a: _known(a.rouge_l), aggregate=Mean(), higher_is_better=True,
-        cells=(Cell("ROUGE-L", lambda v, m: num(v, 3)),), scorings=_GENERATE, missing=_NO_REFERENCE,
-        page_before="latency_s"),
-    Metric(
-        name="similarity", label="similarity",
-        description="mean cosine similarity of the answers' and the reference answers' embeddings",
-        compute=lambda a: _known(a.similarity), aggregate=Mean(), higher_is_better=True,
-        cells=(Cell("similarity", lambda v, m: num(v, 3)),), scorings=_GENERATE, missing=_NO_REFERENCE,
-        page_before="latency_s"),
+    _reference_score("rouge_l", "ROUGE-L",
+                     "mean ROUGE-L F1 of the answers against the questions' reference answers"),
+    _reference_score("similarity", "similarity",
+                     "mean cosine similarity of the answers' and the reference answers' embeddings"),
     Metric(
         name="cost_usd", label="cost (USD)",
         description="what the answers cost, failed ones included, for API models with prices",
