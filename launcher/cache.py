@@ -2,6 +2,8 @@
 
 ``$MEDBENCH_CACHE``, else ``$XDG_CACHE_HOME/medbench``, else ``~/.cache/medbench``. Nothing in it
 is a secret and everything in it can be deleted: it is fetched or written again when needed.
+(What a report computes per text is kept in each run folder instead, under ``<run>/.cache``:
+``launcher.scoring.array_cache``.)
 """
 
 from __future__ import annotations

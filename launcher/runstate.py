@@ -57,10 +57,6 @@ class RunProgress:
     models: list[ModelProgress]
 
     @property
-    def complete(self) -> bool:
-        return all(m.state == "complete" for m in self.models)
-
-    @property
     def finished(self) -> bool:
         """Every model complete or failed: nothing more will be written without a new attempt."""
         return all(m.state in ("complete", "failed") for m in self.models)

@@ -18,7 +18,7 @@ import pytest
 
 from launcher.report.html import data_block
 from launcher.report.html import page_data as build_page_data
-from launcher.scoring.cache import MAX_SHARDS, ArrayCache, text_key
+from launcher.scoring.array_cache import MAX_SHARDS, ArrayCache, text_key
 from launcher.scoring.metrics import compute_metrics
 from launcher.scoring.run_data import load_run
 from tests.cdp import CHROMIUM, Chromium

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from markupsafe import Markup, escape
+
+from launcher.scoring.metric_spec import Metric
 
 ROW_H = 26
 BAR_H = 14
@@ -111,46 +114,21 @@ def hbar_chart(bars: list[Bar], *, title: str, x_max: float | None = None, axis_
     return Markup("".join(out))
 
 
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
-
-
-def accuracy_chart(models: list[dict], key: str = "mc") -> Markup | None:
-    """Multiple-choice accuracy with its 95% bootstrap interval; None when no model has one."""
-    rows = [m for m in models if m.get(key)]
-    if not rows:
+def metric_chart(models: list[dict], metric: Metric) -> Markup | None:
+    """A bar per model that has the metric, as its ``chart`` says (None: no chart, or no model has it)."""
+    chart = metric.chart
+    rows = [m for m in models if m.get(metric.name)]
+    if chart is None or not rows:
         return None
     bars = []
     for m in rows:
-        mc = m[key]
-        text = f"{_pct(mc.get('accuracy'))} [{_pct(mc.get('ci_low'))}, {_pct(mc.get('ci_high'))}]"
-        bars.append(Bar(m["model_dir"], mc.get("accuracy"), mc.get("ci_low"), mc.get("ci_high"), text=text))
-    title = "Accuracy (normalised by length)" if key == "mc_norm" else "Multiple-choice accuracy"
-    return hbar_chart(bars, title=title, x_max=1.0, axis_label="accuracy", chart_id=f"chart-{key}",
-                      legend="whisker: 95% bootstrap interval")
+        v = m[metric.name]
 
+        def stat(k: str | None, v: Any = v) -> float | None:
+            return None if k is None else (v if k == "" else v.get(k))
 
-def latency_chart(models: list[dict]) -> Markup | None:
-    rows = [m for m in models if m.get("latency_s")]
-    if not rows:
-        return None
-    bars = []
-    for m in rows:
-        lat = m["latency_s"]
-        bars.append(Bar(m["model_dir"], lat.get("mean"), lat.get("p50"), lat.get("p95"),
-                        text=f"mean {lat.get('mean', 0):.2f} s, p95 {lat.get('p95', 0):.2f} s"))
-    return hbar_chart(bars, title="Latency per answer", axis_label="seconds", chart_id="chart-latency",
-                      legend="bar: mean; whisker: median to 95th percentile")
-
-
-def length_chart(models: list[dict]) -> Markup | None:
-    rows = [m for m in models if m.get("answer_words")]
-    if not rows:
-        return None
-    bars = []
-    for m in rows:
-        w = m["answer_words"]
-        bars.append(Bar(m["model_dir"], w.get("mean"), dot=w.get("p50"),
-                        text=f"mean {w.get('mean', 0):.0f}, median {w.get('p50', 0):.0f} words"))
-    return hbar_chart(bars, title="Answer length", axis_label="words", chart_id="chart-length",
-                      legend="bar: mean; dot: median")
+        low, high = chart.whisker or (None, None)
+        bars.append(Bar(m["model_dir"], stat(chart.bar), stat(low), stat(high), stat(chart.dot),
+                        text=chart.text(v)))
+    return hbar_chart(bars, title=chart.title, x_max=chart.x_max, axis_label=chart.axis, chart_id=chart.id,
+                      legend=chart.legend)

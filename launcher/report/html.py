@@ -28,6 +28,8 @@ from markupsafe import Markup
 
 from launcher.judge import JudgeView
 from launcher.report import charts
+from launcher.scoring import metric_spec
+from launcher.scoring.metric_spec import MISSING, MODEL_FACTS, num, page_order, pct
 from launcher.scoring.stats import MIN_PAIRED_ITEMS
 from runner.artefacts.records import now_iso
 
@@ -36,29 +38,15 @@ TEMPLATE = "report.html.j2"
 PAGE_SIZE = 25
 #: Page data above this many characters of JSON is stored deflated and base64-encoded.
 COMPRESS_ABOVE = 4_000_000
-# Every per-model key the template reads; a metrics dict from an older scorer may lack some.
-_MODEL_KEYS = ("model_dir", "model", "backend", "kind", "scoring", "status", "n", "answered", "errors",
-               "mc", "mc_norm", "latency_s", "answer_words", "output_tokens", "rouge_l", "similarity",
-               "cost_usd")
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f}%"
 
 
 def _signed_pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:+.1f}"
-
-
-def _num(v: float | int | None, digits: int = 2) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    return f"{v:,.{digits}f}"
+    return MISSING if v is None else f"{100 * v:+.1f}"
 
 
 def _pval(v: float | None) -> str:
     if v is None:
-        return "–"
+        return MISSING
     return "< 0.001" if v < 0.001 else f"{v:.3f}"
 
 
@@ -82,7 +70,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=_pct, signed_pct=_signed_pct, num=_num, pval=_pval, heat=_heat,
+    env.filters.update(pct=pct, signed_pct=_signed_pct, num=num, pval=_pval, heat=_heat,
                        tojson_pretty=_tojson_pretty)
     return env
 
@@ -174,6 +162,28 @@ def data_block(data: dict, *, compress_above: int = COMPRESS_ABOVE) -> tuple[str
     return "deflate-base64", base64.b64encode(packed).decode("ascii")
 
 
+def metrics_table(models: list[dict]) -> tuple[list[dict], list[list[dict]]]:
+    """The metrics table from the spec: its headers, and each model's cells.
+
+    A cell is ``{"text", "css", "why"}``; an empty one shows "–" and says why (its tooltip),
+    from the model's ``missing`` (or the spec itself, for a metrics.json without it).
+    """
+    metrics = page_order()
+    headers = [{"text": c.header, "title": m.description} for m in metrics for c in m.cells]
+    rows = []
+    for model in models:
+        cells = []
+        for m in metrics:
+            value = model.get(m.name)
+            if value is None:
+                why = (model.get("missing") or {}).get(m.name) or m.why_missing(str(model.get("scoring")))
+                cells += [{"text": MISSING, "css": "num", "why": why} for _ in m.cells]
+            else:
+                cells += [{"text": c.text(value, model), "css": c.css, "why": None} for c in m.cells]
+        rows.append(cells)
+    return headers, rows
+
+
 def _system_prompts(prompts: dict[str, str | None]) -> list[dict]:
     """Group models by identical prompt, so a shared prompt is printed once."""
     groups: dict[str | None, list[str]] = {}
@@ -190,14 +200,16 @@ def render_html(metrics: dict, *, parameters: dict[str, dict] | None = None,
     model folder to the settings recorded in its manifest.
     """
     judges = judges or []
-    models = [{**dict.fromkeys(_MODEL_KEYS), **m} for m in metrics.get("models") or []]
+    # A metrics dict from an older scorer may lack some keys.
+    models = [{**dict.fromkeys(MODEL_FACTS), **dict.fromkeys(m.name for m in metric_spec.METRICS), **m}
+              for m in metrics.get("models") or []]
     run = {"name": "", "run_id": "", "created_at": None, "n_questions": 0, "questions_label": None,
            **(metrics.get("run") or {})}
     answer_models = [m["model_dir"] for m in models if m.get("kind") != "embed"]
     items = metrics.get("items") or []
     encoding, body = data_block(page_data(items, answer_models, judges))
-    chart_list = [c for c in (charts.accuracy_chart(models), charts.accuracy_chart(models, "mc_norm"),
-                              charts.latency_chart(models), charts.length_chart(models)) if c is not None]
+    chart_list = [c for c in (charts.metric_chart(models, m) for m in metric_spec.METRICS) if c is not None]
+    headers, rows = metrics_table(models)
     try:
         version = metadata.version("medbench")
     except metadata.PackageNotFoundError:
@@ -207,6 +219,8 @@ def render_html(metrics: dict, *, parameters: dict[str, dict] | None = None,
         generated_at=now_iso(),
         run=run,
         models=models,
+        metric_headers=headers,
+        metric_rows=rows,
         parameters=parameters or {},
         system_prompts=_system_prompts(run.get("system_prompts") or {}),
         versions=run.get("versions") or {},

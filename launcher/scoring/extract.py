@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _DECOR = " \t\n*_`\"'“”‘’#>([{"
 _TRAIL = " \t\n*_`\"'“”‘’.,;:!?)]}"
@@ -35,12 +36,90 @@ _MARKERS = re.compile(
     r"|\bI\s+(?:would\s+|will\s+)?(?:choose|select|pick|go\s+with)\s+",
     re.IGNORECASE,
 )
+# Where a match of _MARKERS can start (case folded): at one of these words, at one of the
+# adjectives before spaces and "answer", "option" or "choice", or at an "i" before a space.
+_MARKER_WORDS = ("answer", "choice", "response", "option")
+_ADJECTIVES = ("final", "correct", "best", "right", "my")
+_I_THEN_SPACE = re.compile(r"i(?=\s)")
+# Every match of a label's "B is correct" (``_tail``) holds a match of this.
+_TAIL_HINT = re.compile(r"is\s+(?:the\s+)?(?:correct|right|best)\b")
 _REFUSAL = re.compile(
     r"\bnone\s+of\s+the\s+(?:above|options|choices|answers)\b|\bcannot\s+be\s+determined\b"
     r"|\bcan(?:no|')t\s+(?:answer|determine|choose)\b|\bnot\s+enough\s+information\b",
     re.IGNORECASE,
 )
+# Every match of _REFUSAL holds one of these words (case folded).
+_REFUSAL_WORDS = ("none", "cannot", "can't", "enough")
 _OPTION_WORD = re.compile(r"(?:option|choice|letter)\s+", re.IGNORECASE)
+_LISTING_LINE = re.compile(r"^[\s*_\-•]*[(\[]?([A-Za-z0-9]{1,2})[.):\]]+\s*(.+?)[\s.]*$")
+_ARTICLE_A = re.compile(r" +[a-z]")
+_LOWER_LABEL_END = re.compile(r"\s*(?:[.):\]*,;]|$)")
+_LEADING_LABEL_END = re.compile(r"\s*(?:[.):\]\-–,]|\*\*|$)")
+_LEADING_TEXT_END = re.compile(r"[*_\s]*(?:[.,;:!)\-–—]|$)")
+
+
+def fold(text: str) -> str:
+    """``text`` lower-cased the way ``re.IGNORECASE`` compares it with ASCII, one character for one.
+
+    For an ASCII character ``x`` of a pattern, ``re.IGNORECASE`` matches a character ``c`` of the
+    text exactly when ``fold(c) == x.lower()``, and ``fold`` keeps every character a word
+    character or a space as it was (tests/test_extract.py checks this for every code point).
+    So ``"answer" in fold(text)`` is a cheap necessary condition for an ignore-case match of
+    ``answer``, at the same position. ``str.lower`` alone would miss three characters the regex
+    engine folds (dotless ı and long ſ; İ, which ``lower`` makes two characters).
+    """
+    if text.isascii():
+        return text.lower()
+    return text.replace("İ", "i").replace("ı", "i").replace("ſ", "s").lower()
+
+
+def _marker_matches(body: str, folded: str) -> list[re.Match[str]]:
+    """``list(_MARKERS.finditer(body))``, trying the pattern only where a match can start.
+
+    A case-insensitive scan tries the whole pattern at every character (most of the time an
+    answer of real length took). A match can only start at one of ``_MARKER_WORDS``, at an
+    adjective that ends where the spaces before one of them begin (``final  answer``), or at
+    an ``i`` before a space: found with ``str.find``, and tried in order, skipping what a match
+    consumed, they give the matches ``finditer`` gives. (``str.isspace`` is ``\\s``.)
+    """
+    starts = {m.start() for m in _I_THEN_SPACE.finditer(folded)}
+    for word in _MARKER_WORDS:
+        at = folded.find(word)
+        while at != -1:
+            starts.add(at)
+            spaces = at
+            while spaces and folded[spaces - 1].isspace():
+                spaces -= 1
+            if spaces < at:
+                starts.update(spaces - len(a) for a in _ADJECTIVES if folded.endswith(a, 0, spaces))
+            at = folded.find(word, at + 1)
+    found: list[re.Match[str]] = []
+    end = 0
+    for at in sorted(starts):
+        if at < end:
+            continue
+        m = _MARKERS.match(body, at)
+        if m is not None:
+            found.append(m)
+            end = m.end()
+    return found
+
+
+@lru_cache(maxsize=256)
+def _tail(labels: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"\b(" + "|".join(re.escape(x) for x in labels) + r")\)?\s+is\s+(?:the\s+)?"
+                      r"(?:correct|right|best)\b")
+
+
+@lru_cache(maxsize=256)
+def _marked(labels: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"\((" + "|".join(re.escape(x) for x in labels) + r")\)"
+                      r"|\*\*(" + "|".join(re.escape(x) for x in labels) + r")\*\*")
+
+
+@lru_cache(maxsize=1024)
+def _named(text: str) -> re.Pattern[str]:
+    return re.compile(r"(?<![\w])" + re.escape(text) + r"(?![\w])", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -58,7 +137,7 @@ def _label_at(s: str, labels: list[str], strict_case: bool) -> str | None:
             rest = s[len(label) :]
             if not rest or not rest[0].isalnum():
                 # "A patient..." starts with the article, not option A.
-                if label.upper() == "A" and re.match(r" +[a-z]", rest):
+                if label.upper() == "A" and _ARTICLE_A.match(rest):
                     continue
                 return label
     if strict_case:
@@ -69,7 +148,7 @@ def _label_at(s: str, labels: list[str], strict_case: bool) -> str | None:
             rest = s[len(low) :]
             # Lower-case "a" and "i" are words ("the answer is a mix"): they read as labels
             # only when punctuation or the end follows them; other letters need a boundary.
-            if not rest or re.match(r"\s*(?:[.):\]*,;]|$)", rest):
+            if not rest or _LOWER_LABEL_END.match(rest):
                 return label
             if low not in ("a", "i") and not rest[0].isalnum():
                 return label
@@ -78,7 +157,9 @@ def _label_at(s: str, labels: list[str], strict_case: bool) -> str | None:
 
 def _text_at(s: str, options: dict[str, str]) -> str | None:
     """The label of the option whose text ``s`` starts with, as whole words."""
-    low = s.lower()
+    # An ASCII answer is lower-cased only as far as the longest option reaches (str.lower is
+    # per character there; elsewhere a final sigma depends on what follows it).
+    low = s[: max(len(t) for t in options.values()) + 1].lower() if s.isascii() else s.lower()
     for label, text in sorted(options.items(), key=lambda kv: -len(kv[1])):
         t = text.strip().lower()
         if t and low.startswith(t):
@@ -97,9 +178,11 @@ def _candidate(s: str, options: dict[str, str], labels: list[str]) -> str | None
 
 def _listing_lines(lines: list[str], options: dict[str, str]) -> set[int]:
     """Indices of lines that restate an option (``A. yes``), when there are two or more."""
-    found = set()
+    found: set[int] = set()
+    if len(lines) < 2:
+        return found
     for i, line in enumerate(lines):
-        m = re.match(r"^[\s*_\-•]*[(\[]?([A-Za-z0-9]{1,2})[.):\]]+\s*(.+?)[\s.]*$", line)
+        m = _LISTING_LINE.match(line)
         if not m:
             continue
         label, text = m.group(1), m.group(2).strip(_TRAIL).lower()
@@ -116,21 +199,26 @@ def extract(text: str | None, options: dict[str, str] | None) -> Extraction:
     labels = sorted(options, key=len, reverse=True)
     lines = text.splitlines()
     listing = _listing_lines(lines, options)
-    body = "\n".join(line for i, line in enumerate(lines) if i not in listing)
+    if len(lines) == 1:
+        body = lines[0]
+    elif listing:
+        body = "\n".join(line for i, line in enumerate(lines) if i not in listing)
+    else:
+        body = "\n".join(lines)
+    folded = fold(body)
 
     # 1. the last explicit answer phrase that names an option
     chosen = None
-    markers = list(_MARKERS.finditer(body))  # scanned once: long answers make this the slow part
+    markers = _marker_matches(body, folded)
     for m in markers:
         c = _candidate(body[m.end() :], options, labels)
         if c is not None:
             chosen = c
-    tail = re.compile(r"\b(" + "|".join(re.escape(x) for x in labels) + r")\)?\s+is\s+(?:the\s+)?"
-                      r"(?:correct|right|best)\b")
     last_marker_end = markers[-1].end() if markers else -1
-    for m in tail.finditer(body):
-        if m.start() > last_marker_end:
-            chosen = m.group(1)
+    if _TAIL_HINT.search(body):
+        for m in _tail(tuple(labels)).finditer(body):
+            if m.start() > last_marker_end:
+                chosen = m.group(1)
     if chosen is not None:
         return Extraction(chosen, "answer phrase")
 
@@ -141,17 +229,19 @@ def extract(text: str | None, options: dict[str, str] | None) -> Extraction:
     if len(bare) == 1 and bare.upper() in options:
         return Extraction(bare.upper(), "label")
     for label, t in options.items():
-        if bare.lower() == t.strip().lower():
+        # lower() never shortens a text: a longer answer cannot equal an option's text.
+        t_low = t.strip().lower()
+        if len(bare) <= len(t_low) and bare.lower() == t_low:
             return Extraction(label, "option text")
 
     # 3. opens with a label and punctuation, or with an option's text
     head = body.lstrip(_DECOR)
     c = _label_at(head, labels, strict_case=True)
-    if c is not None and re.match(r"\s*(?:[.):\]\-–,]|\*\*|$)", head[len(c) :]):
+    if c is not None and _LEADING_LABEL_END.match(head[len(c) :]):
         return Extraction(c, "leading label")
     c = _text_at(head, options)
     # "Yes, …" opens with an answer; "Yes and no…" does not.
-    if c is not None and re.match(r"[*_\s]*(?:[.,;:!)\-–—]|$)", head[len(options[c].strip()) :]):
+    if c is not None and _LEADING_TEXT_END.match(head[len(options[c].strip()) :]):
         return Extraction(c, "leading option text")
 
     # 4. the last line that is only a label
@@ -161,25 +251,38 @@ def extract(text: str | None, options: dict[str, str] | None) -> Extraction:
             return Extraction(bare_line, "label line")
 
     # 5. the last label marked as one, in parentheses or bold
-    marked = re.compile(r"\((" + "|".join(re.escape(x) for x in labels) + r")\)"
-                        r"|\*\*(" + "|".join(re.escape(x) for x in labels) + r")\*\*")
-    hits = [m.group(1) or m.group(2) for m in marked.finditer(body)]
+    hits = [m.group(1) or m.group(2) for m in _marked(tuple(labels)).finditer(body)]
     if hits:
         return Extraction(hits[-1], "marked label")
 
     # 6. an explicit refusal
-    if _REFUSAL.search(body) and not any(_REFUSAL.search(t) for t in options.values()):
+    if (any(word in folded for word in _REFUSAL_WORDS) and _REFUSAL.search(body)
+            and not any(_REFUSAL.search(t) for t in options.values())):
         return Extraction(None, "refusal")
 
     # 7. exactly one option's text named
     named = {
         label
         for label, t in options.items()
-        if t.strip() and re.search(r"(?<![\w])" + re.escape(t.strip()) + r"(?![\w])", body, re.IGNORECASE)
+        if t.strip() and _names(body, folded, t.strip())
     }
     if len(named) == 1:
         return Extraction(named.pop(), "option text")
     return Extraction(None, "ambiguous" if named else "no answer")
+
+
+def _names(body: str, folded: str, text: str) -> bool:
+    """``text`` appears in ``body`` as words, ignoring case.
+
+    For an ASCII ``text`` a match can only start where ``fold`` shows it, so the search
+    starts at its first sight (or is not made); the lookbehind still sees what comes before.
+    """
+    at = 0
+    if text.isascii():
+        at = folded.find(text.lower())
+        if at == -1:
+            return False
+    return _named(text).search(body, at) is not None
 
 
 def extract_choice(text: str | None, options: dict[str, str] | None) -> str | None:

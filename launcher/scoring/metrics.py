@@ -1,9 +1,10 @@
 """A run folder → every number the report shows, as one JSON-serialisable dict.
 
-Per model: multiple-choice accuracy with a 95% bootstrap interval (answers with no option
-found are counted apart from wrong ones; ``loglikelihood`` models also get ``acc_norm``),
-latency, answer length, tokens, cost, and scores against the reference answers (ROUGE-L,
-embedding similarity). Between models: McNemar's test and a paired bootstrap on the
+Per model: the metrics of ``launcher.scoring.metric_spec`` (multiple-choice accuracy with a 95%
+bootstrap interval, answers with no option found counted apart from wrong ones; ``acc_norm``
+for ``loglikelihood`` models; latency, answer length, tokens, cost; ROUGE-L and embedding
+similarity against the reference answers), each computed from the model's answers as the spec
+says, and why any is missing. Between models: McNemar's test and a paired bootstrap on the
 multiple-choice items, a paired bootstrap on the reference scores, and an agreement matrix
 of the answers' embeddings; a pair sharing fewer than ``MIN_PAIRED_ITEMS`` items gets the
 verdict "too few items" instead of one. Per item: every model's answer, chosen option and
@@ -11,7 +12,7 @@ scores.
 
 Each model's records are streamed once (``ModelData.iter_records``); only what the report
 shows of an answer is kept. The option each free-text answer chose, ROUGE-L scores and
-embeddings are read from the run's cache (``launcher.scoring.cache``) and only the missing
+embeddings are read from the run's cache (``launcher.scoring.array_cache``) and only the missing
 ones are computed.
 
 The dict's shape is the contract with ``launcher.report`` (see ``compute_metrics``).
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -29,46 +29,19 @@ from typing import Any
 import numpy as np
 
 from launcher.scoring import extract as extract_module
-from launcher.scoring import rouge
-from launcher.scoring.cache import ArrayCache, pair_key, text_key
+from launcher.scoring import metric_spec, rouge
+from launcher.scoring.array_cache import ArrayCache, pair_key, text_key
 from launcher.scoring.extract import extract_choice
+from launcher.scoring.metric_spec import GRADED, MODEL_FACTS, Answers, Settings, model_values, outcome
 from launcher.scoring.run_data import ModelData, RunData
 from launcher.scoring.similarity import TextEncoder, cosine_pairs, resolve_encoder
 from launcher.scoring.source import source_label
-from launcher.scoring.stats import MIN_PAIRED_ITEMS, bootstrap_ci, mcnemar, paired_bootstrap, verdict
+from launcher.scoring.stats import MIN_PAIRED_ITEMS, mcnemar, paired_bootstrap, verdict
 from runner.errors import install_hint
 from runner.questions import Question
 
 ALPHA = 0.05
 NO_RECORD = "no answer recorded"
-
-
-def _summary(values: Sequence[float], keys: tuple[str, ...]) -> dict[str, float] | None:
-    if not values:
-        return None
-    x = np.asarray(values, dtype=np.float64)
-    out = {}
-    for k in keys:
-        if k == "mean":
-            out[k] = float(x.mean())
-        elif k == "total":
-            out[k] = float(x.sum())
-        else:
-            out[k] = float(np.percentile(x, int(k[1:])))
-    return out
-
-
-def _mc_block(correct: list[bool | None], *, n_boot: int, seed: int) -> dict[str, Any] | None:
-    """Counts and accuracy over answered gold items: True right, False wrong, None no answer."""
-    if not correct:
-        return None
-    right = sum(1 for c in correct if c is True)
-    wrong = sum(1 for c in correct if c is False)
-    none = sum(1 for c in correct if c is None)
-    scores = [1.0 if c else 0.0 for c in correct]
-    lo, hi = bootstrap_ci(scores, n_boot=n_boot, seed=seed)
-    return {"n": len(correct), "correct": right, "wrong": wrong, "no_answer": none,
-            "accuracy": right / len(correct), "ci_low": lo, "ci_high": hi}
 
 
 def _encoder_specs(run: RunData) -> dict[str, dict[str, Any]]:
@@ -83,14 +56,12 @@ class _ModelScores:
         self.model = model
         self.answers: dict[int, dict[str, Any]] = {}
         self.correct: dict[int, bool | None] = {}
-        self.correct_norm: dict[int, bool | None] = {}
         self.rouge: dict[int, float] = {}
         self.sim: dict[int, float] = {}
-        self.n_ok = self.n_errors = 0
-        self.latency: list[float] = []
-        self.words: list[int] = []
-        self.tokens: list[int] = []
-        self.costs: list[float] = []
+        #: One entry per record, in question order: the columns ``metric_spec.Answers`` holds.
+        self.indices: list[int] = []
+        self.record_columns: dict[str, list[Any]] = {name: [] for name in (
+            "outcome", "outcome_norm", "latency_s", "output_tokens", "cost_usd", "words")}
 
     def read(self, questions: dict[int, Question], choices: _Choices) -> None:
         """Stream the model's records once, keeping what the report shows."""
@@ -113,44 +84,44 @@ class _ModelScores:
                 asked.append((slim["text"], options))
         for slim, choice in zip(pending, choices.of(asked), strict=True):
             slim["choice"] = choice
-        for index in questions:
-            s = by_index.get(index)
-            if s is None:
-                continue
-            if s["cost_usd"] is not None:
-                self.costs.append(float(s["cost_usd"]))
-            if s["error"] is not None:
-                self.n_errors += 1
-                continue
-            self.n_ok += 1
-            if s["latency_s"] is not None:
-                self.latency.append(float(s["latency_s"]))
-            if s["text"]:
-                self.words.append(len(s["text"].split()))
-            if s["output_tokens"] is not None:
-                self.tokens.append(s["output_tokens"])
-        if not prose:
-            return
+        cols = self.record_columns
         for index, q in questions.items():
             s = by_index.get(index)
             if s is None:
-                self.answers[index] = {"text": None, "choice": None, "correct": None, "error": NO_RECORD,
-                                       "finish_reason": None, "latency_s": None, "rouge_l": None,
-                                       "similarity": None}
+                if prose:
+                    self.answers[index] = {"text": None, "choice": None, "correct": None, "error": NO_RECORD,
+                                           "finish_reason": None, "latency_s": None, "rouge_l": None,
+                                           "similarity": None}
                 continue
-            ok = s["error"] is None and s["text"] is not None
             gold = q.gold_letter
+            graded = outcome(s["choice"], gold, bool(q.options), s["error"], s["text"])
+            self.indices.append(index)
+            cols["outcome"].append(graded)
+            cols["outcome_norm"].append(outcome(s["choice_norm"], gold, True, None, s["text"])
+                                        if s["loglik"] and graded in GRADED else None)
+            cols["latency_s"].append(s["latency_s"])
+            cols["output_tokens"].append(s["output_tokens"])
+            cols["cost_usd"].append(s["cost_usd"])
+            cols["words"].append(len(s["text"].split()) if s["text"] else None)
+            if not prose:
+                continue
             correct = None
-            if ok and gold is not None:
-                correct = None if s["choice"] is None else s["choice"] == gold
+            if graded in GRADED:
+                correct = None if graded == "no_answer" else graded == "correct"
                 self.correct[index] = correct
-                if s["loglik"]:
-                    cn = s["choice_norm"]
-                    self.correct_norm[index] = None if cn is None else cn == gold
+            ok = s["error"] is None and s["text"] is not None
             self.answers[index] = {"text": s["text"], "choice": s["choice"] if ok else None,
                                    "correct": correct, "error": s["error"],
                                    "finish_reason": s["finish_reason"], "latency_s": s["latency_s"],
                                    "rouge_l": None, "similarity": None}
+
+    def columns(self) -> Answers:
+        """The model's answers as the metrics read them (after ROUGE-L and similarity are in)."""
+        return Answers.of(self.model.scoring, {
+            **self.record_columns,
+            "rouge_l": [self.rouge.get(i) for i in self.indices],
+            "similarity": [self.sim.get(i) for i in self.indices],
+        })
 
     def free_text(self) -> bool:
         return self.model.kind != "embed" and self.model.scoring == "generate"
@@ -229,10 +200,15 @@ def compute_metrics(run: RunData, *, similarity_encoder: str | None = "minilm", 
     questions = {q.index: q for q in run.questions}
     cache_dir = run.path if cache else None
     notes: list[str] = []
+    # Metrics switched off for the whole run, and why (each model's empty cell says so).
+    off: dict[str, str] = {}
     if not rouge.available():
         notes.append(f"ROUGE-L not computed: install rouge-score ({install_hint('report')})")
+        off["rouge_l"] = "not computed: rouge-score is not installed"
     # Fail on a wrong --encoder before any work.
     encoder: TextEncoder | None = resolve_encoder(similarity_encoder, _encoder_specs(run))
+    if encoder is None:
+        off["similarity"] = "not computed (--encoder none)"
 
     scores = {m.model_dir: _ModelScores(m) for m in run.models}
     choices = _Choices(cache_dir)
@@ -258,9 +234,12 @@ def compute_metrics(run: RunData, *, similarity_encoder: str | None = "minilm", 
             similarity = {"encoder": encoder.name, "texts": sum(counts.values()), **counts}
         if encoder.note:
             notes.append(encoder.note)
+            if encoder.note.startswith("similarity not computed"):  # the encoder could not be loaded
+                off["similarity"] = encoder.note.removeprefix("similarity ")
         encoder.close()
 
-    models_out = [_model_block(scores[m.model_dir], run, n_boot=bootstrap, seed=seed) for m in run.models]
+    settings = Settings(bootstrap=bootstrap, seed=seed)
+    models_out = [_model_block(scores[m.model_dir], run, settings, off) for m in run.models]
     pairs, score_pairs = _pairs(prose, bootstrap, seed)
 
     items = []
@@ -415,59 +394,33 @@ def _significant(v: str) -> bool | None:
     return None if v == "too few items" else v == "real difference"
 
 
-def _model_block(s: _ModelScores, run: RunData, *, n_boot: int, seed: int) -> dict:
+def _model_block(s: _ModelScores, run: RunData, settings: Settings, off: dict[str, str]) -> dict:
+    """A model's facts, then each metric of the spec, then why any metric is missing."""
     m = s.model
     man = m.manifest
     n = len(run.questions)
-    block: dict[str, Any] = {
+    answers = s.columns()
+    values, missing = model_values(answers, settings, off)
+    answered = int(np.count_nonzero(answers.ok))
+    facts = {
         "model_dir": m.model_dir,
         "model": man.get("model") or m.model_dir,
         "backend": man.get("backend"),
         "kind": m.kind,
         "scoring": m.scoring,
-        "status": man.get("status") or ("complete" if s.n_ok == n else "incomplete"),
+        "status": man.get("status") or ("complete" if answered == n else "incomplete"),
         "n": n,
-        "answered": s.n_ok,
-        "errors": s.n_errors,
-        "mc": None, "mc_norm": None, "latency_s": None, "answer_words": None, "output_tokens": None,
-        "rouge_l": None, "similarity": None, "cost_usd": None,
     }
-    if m.kind == "embed":
-        return block
-    order = [q.index for q in run.questions]
-    block["mc"] = _mc_block([s.correct[i] for i in order if i in s.correct], n_boot=n_boot, seed=seed)
-    if m.scoring == "loglikelihood":
-        block["mc_norm"] = _mc_block([s.correct_norm[i] for i in order if i in s.correct_norm],
-                                     n_boot=n_boot, seed=seed)
-    if s.rouge:
-        block["rouge_l"] = float(np.mean(list(s.rouge.values())))
-    if s.sim:
-        block["similarity"] = float(np.mean(list(s.sim.values())))
-    block["latency_s"] = _summary(s.latency, ("mean", "p50", "p95"))
-    if m.scoring == "generate":
-        block["answer_words"] = _summary(s.words, ("mean", "p50"))
-        block["output_tokens"] = _summary(s.tokens, ("mean", "total"))
-    if s.costs:
-        block["cost_usd"] = float(sum(s.costs))
-    return block
+    return {**facts, **values, "missing": missing}
 
 
 def metrics_table_rows(metrics: dict) -> list[dict]:
-    """One flat row per model, for metrics.csv."""
+    """One flat row per model, for metrics.csv: its facts, then each metric's columns."""
     rows = []
     for m in metrics["models"]:
-        row: dict[str, Any] = {k: m[k] for k in ("model_dir", "model", "backend", "kind", "scoring", "status",
-                                                "n", "answered", "errors")}
-        for prefix, block in (("mc", m.get("mc")), ("mc_norm", m.get("mc_norm"))):
-            for k in ("n", "correct", "wrong", "no_answer", "accuracy", "ci_low", "ci_high"):
-                row[f"{prefix}_{k}"] = block.get(k) if block else None
-        for name, keys in (("latency_s", ("mean", "p50", "p95")), ("answer_words", ("mean", "p50")),
-                           ("output_tokens", ("mean", "total"))):
-            block = m.get(name)
-            for k in keys:
-                row[f"{name}_{k}"] = block.get(k) if block else None
-        for k in ("rouge_l", "similarity", "cost_usd"):
-            row[k] = m.get(k)
+        row: dict[str, Any] = {k: m.get(k) for k in MODEL_FACTS}
+        for metric in metric_spec.METRICS:
+            row.update(metric.flat(m.get(metric.name)))
         rows.append(row)
     return rows
 

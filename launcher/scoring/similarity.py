@@ -12,7 +12,7 @@ measures them).
 A run made since the runner embeds answers itself (``runner.engine.answer_vectors``) holds
 each model's answers' vectors, and the references', under ``<model_dir>/similarity/`` and
 ``similarity/``: those are read first. What they lack is read from the report's cache in the
-run folder (``launcher.scoring.cache``), and only what neither holds is embedded. Both are keyed
+run folder (``launcher.scoring.array_cache``), and only what neither holds is embedded. Both are keyed
 by the encoder's identity (its id, settings and a fingerprint of its weights:
 ``runner.engine.encoder.encoder_identity``) and by each text's SHA-256, so the report never
 reads vectors another encoder made. torch is imported only when something has to be embedded,
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from launcher.scoring.cache import ArrayCache, text_key
+from launcher.scoring.array_cache import ArrayCache, text_key
 from runner.artefacts.keys import SIMILARITY_DIR
 from runner.artefacts.stored import identity_hash, unpack_text_vectors
 from runner.embeddings import open_encoder

@@ -25,7 +25,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +165,3 @@ def _keys_array(index: dict[bytes, int]) -> np.ndarray:
 
 def _rows(index: dict[bytes, int]) -> list[int]:
     return sorted(index.values())
-
-
-def unique_texts(texts: Iterable[str]) -> list[str]:
-    """Each text once, in first-seen order."""
-    return list(dict.fromkeys(texts))
