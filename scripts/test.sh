@@ -46,6 +46,8 @@ if [ "$#" -gt 0 ]; then
 else
   # The vLLM tests get a process of their own: starting vLLM's engine walks every loaded module,
   # and the proxies that flask (loaded by moto for the S3 tests) leaves in them break that walk.
-  run_pytest --ignore=tests/test_vllm.py
+  # Two worker processes, a test file to each at a time (a file's fixtures, its servers and
+  # models, are built once).
+  run_pytest -n "${MEDBENCH_TEST_WORKERS:-2}" --dist loadfile --ignore=tests/test_vllm.py
   run_pytest tests/test_vllm.py
 fi

@@ -41,6 +41,8 @@ def plan_json(capsys, *argv: str) -> dict:
 
 
 def test_plan_of_the_example_panel_prints_the_table_and_the_total(hub, isolated, capsys, monkeypatch):
+    # A wide terminal: on 80 columns (what a worker process without one gets) the ids fold.
+    monkeypatch.setattr("launcher.commands.plan.console.width", 200)
     monkeypatch.setenv("HF_TOKEN", "hf_reader")
     hub.tokens.add("hf_reader")
     example = REPO / "examples" / "oncology-panel.yaml"

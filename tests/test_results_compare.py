@@ -197,6 +197,39 @@ def test_csv_json_and_a_self_contained_html_page(months, tmp_path, capsys):
     assert "var(--okbg)" in html  # the report's stylesheet
 
 
+@pytest.mark.slow
+def test_the_leaderboard_opens_offline_in_headless_chromium(months, tmp_path, capsys):
+    from tests.cdp import CHROMIUM, Chromium
+
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium not installed (/usr/bin/chromium; apt-get install -y chromium)")
+    run = months / "panel-2025-02" / "gpt-4o"
+    lines = [json.loads(line) for line in (run / "responses.jsonl").read_text().splitlines()]
+    lines[0]["response"] = HOSTILE + " Answer: B"
+    (run / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    page = tmp_path / "leaderboard.html"
+    assert run_cli("compare", months / "panel-2025-01", months / "panel-2025-02", "--html", page) == 0
+    capsys.readouterr()
+
+    with Chromium(tmp_path / "profile") as b:
+        b.open(page.resolve().as_uri())
+        rows = b.eval("[...document.querySelectorAll('#leaderboard-table tr[data-model-key]')]"
+                      ".map(r => r.cells[1].textContent.trim())")
+        assert sorted(rows) == ["gpt-4o", "medgemma", "medgemma @new-release"]
+        assert b.eval("document.querySelectorAll('#pairs-table tr').length") > 1
+        assert b.eval("document.querySelectorAll('#flips article.q').length") > 0
+        # The hostile answer is text in the live page: its script never ran, its markup made nothing.
+        assert b.eval("window.__pwned === undefined")
+        assert b.eval("document.querySelectorAll('#flips img, #flips script, #flips b').length") == 0
+        assert "<script>window.__pwned = 1</script>" in b.eval("document.getElementById('flips').textContent")
+        # The report's stylesheet applies: a table is laid out, not raw text.
+        table = "document.querySelector('#leaderboard-table')"
+        assert b.eval(f"getComputedStyle({table}).borderCollapse") == "collapse"
+        shot = tmp_path / "leaderboard.png"
+        b.screenshot(shot)
+        assert shot.stat().st_size > 10_000
+
+
 def test_a_partial_run_is_labelled(months, capsys):
     folder = months / "panel-2025-02" / "gpt-4o"
     (folder / "responses.jsonl").unlink()
