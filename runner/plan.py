@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from runner.artefacts.records import RunInfo, now_iso, package_versions
-from runner.benchmarks import BenchmarkSource, load_benchmark, prompts_for, source_fingerprint
+from runner.benchmarks import BenchmarkSource
+from runner.benchmarks.prompts import prompts_for
+from runner.benchmarks.to_questions import load_benchmark, source_fingerprint
 from runner.config import Generation, ModelSpec, RunConfig
 from runner.credentials import public_url
 from runner.errors import ConfigError

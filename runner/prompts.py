@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from runner.config.base import read_prompt_file
 from runner.errors import ConfigError
+from runner.prompt_file import read_prompt_file
 from runner.questions import Question
 
 PRESETS: dict[str, str] = {

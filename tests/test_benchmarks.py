@@ -25,12 +25,10 @@ from runner.benchmarks import (
     UnknownBenchmark,
     UnknownSplit,
     UnknownSubject,
-    load_benchmark,
-    loglikelihood_requests,
-    prompts_for,
-    source_fingerprint,
 )
+from runner.benchmarks.prompts import loglikelihood_requests, prompts_for
 from runner.benchmarks.sampling import sample_rows
+from runner.benchmarks.to_questions import load_benchmark, source_fingerprint
 from runner.config import check_template, parse_config
 from runner.errors import InputError
 from runner.questions import dump_questions, load_questions

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from runner.benchmarks import BENCHMARKS, Benchmark, BenchmarkSource, find_benchmark, prompts_for
+from runner.benchmarks import BENCHMARKS, Benchmark, BenchmarkSource, find_benchmark
+from runner.benchmarks.prompts import prompts_for
 from runner.errors import InputError
 
 
@@ -94,7 +95,7 @@ def _source(bench: Benchmark, subject: str | None, split: str | None,
 
 def _download(console: Console, bench: Benchmark, subject: str | None, split: str | None,
               revision: str | None) -> None:
-    from runner.benchmarks import load_benchmark
+    from runner.benchmarks.to_questions import load_benchmark
 
     sources = [_source(bench, s, split, revision) for s in ([subject] if subject else list(_rows(bench)))]
     for source in sources:

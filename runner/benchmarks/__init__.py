@@ -6,7 +6,11 @@
 ``prompts_for(source)`` gives the harness's log-likelihood prompt and continuations and the
 instruction prompt for generative models.
 
-Importing this package imports no ``datasets``; loading does.
+The package itself holds what models.yaml's validation needs (the catalogue, the source, the
+errors); turning a source into questions (``runner.benchmarks.to_questions``) and prompts
+(``runner.benchmarks.prompts``) builds on the questions and prompts modules, which import the
+config, so those are imported from their own modules. Importing this package imports no
+``datasets``; loading does.
 """
 
 from runner.benchmarks.catalogue import BENCHMARKS, Benchmark, Loglikelihood, Subject
@@ -18,15 +22,12 @@ from runner.benchmarks.errors import (
     UnknownSplit,
     UnknownSubject,
 )
-from runner.benchmarks.prompts import BenchmarkPrompts, continuations, loglikelihood_requests, prompts_for
 from runner.benchmarks.source import BenchmarkSource, find_benchmark
-from runner.benchmarks.to_questions import load_benchmark, question_id, source_fingerprint
 
 __all__ = [
     "BENCHMARKS",
     "Benchmark",
     "BenchmarkError",
-    "BenchmarkPrompts",
     "BenchmarkSource",
     "DatasetUnavailable",
     "Loglikelihood",
@@ -35,11 +36,5 @@ __all__ = [
     "UnknownBenchmark",
     "UnknownSplit",
     "UnknownSubject",
-    "continuations",
     "find_benchmark",
-    "load_benchmark",
-    "loglikelihood_requests",
-    "prompts_for",
-    "question_id",
-    "source_fingerprint",
 ]

@@ -25,7 +25,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from runner.artefacts.keys import RESERVED_NAMES
-from runner.errors import MB, ConfigError
+from runner.errors import ConfigError
+from runner.prompt_file import read_prompt_file
 from runner.storage.endpoint import endpoint_problem
 from runner.storage.schemes import url_problem
 
@@ -172,18 +173,6 @@ def check_template(v: str | None) -> str | None:
     if "question" not in fields:
         raise ValueError("prompt_template must contain {question}")
     return v
-
-
-#: The largest prompt file read (a system prompt or a template): a prompt is a few kilobytes,
-#: and /dev/zero is endless.
-MAX_PROMPT_FILE = 1 * MB
-
-
-def read_prompt_file(p: Path, key: str) -> str:
-    """The text of a prompt file named by ``key``; ``ConfigError`` (starting with the path) when
-    it is not a readable text file of at most ``MAX_PROMPT_FILE`` bytes."""
-    return ConfigError.read_text(p, missing="no such file", folder="expected a text file",
-                                 limit=MAX_PROMPT_FILE, what=f"a {key} file")
 
 
 def resolve_template(v: str | None, info: ValidationInfo) -> str | None:
