@@ -30,7 +30,9 @@ counts failed pods; ``podFailurePolicy`` rules on exit codes (``FailJob``, ``Fai
 
 Not played: scheduling beyond the GPU check (node selectors, affinity, tolerations, priority),
 the controller's back-off delay between retries (10 s, 20 s, ...: a retry here starts at once),
-``activeDeadlineSeconds``, ``ttlSecondsAfterFinished``, image pulls, and GPUs.
+``activeDeadlineSeconds``, ``ttlSecondsAfterFinished``, image pulls, and GPUs. A volume, env
+source or field path not listed above raises ``NotPlayed``: a test fails rather than run a
+container otherwise than a kubelet would.
 
 Containers run with ``--network host``: the test's servers (moto's S3, the OpenAI and Gemini
 fakes, the fake API server) bind 127.0.0.1 only, as every server a test starts must, and a
@@ -91,6 +93,12 @@ def docker_unavailable() -> str | None:
         said = (done.stderr.strip().splitlines() or [""])[-1][:160]
         return f"no Docker daemon answers ({said}; start dockerd: scripts/test.sh does in CI)"
     return None
+
+
+class NotPlayed(Exception):
+    """The pod uses a part of the pod spec this harness does not play (a configMap volume, a
+    resourceFieldRef, ...). The test stops here rather than run the container otherwise than a
+    kubelet would; a Job that needs it needs the harness taught it first."""
 
 
 class PodError(Exception):
@@ -397,8 +405,7 @@ class Kubelet:
                                    unschedulable=True)
                 out += ["--mount", f"type=volume,source={self.volumes[claim]},destination={path}{ro}"]
             else:
-                raise NotImplementedError(
-                    f"volume {m['name']}: only emptyDir and persistentVolumeClaim are played")
+                raise NotPlayed(f"volume {m['name']}: only emptyDir and persistentVolumeClaim are played")
         return out
 
     def _env(self, pod: dict, c: dict) -> dict[str, str]:
@@ -419,7 +426,7 @@ class Kubelet:
             elif "fieldRef" in src:
                 env[e["name"]] = _field(pod, src["fieldRef"]["fieldPath"])
             else:
-                raise NotImplementedError(f"env {e['name']}: {sorted(src)} is not played")
+                raise NotPlayed(f"env {e['name']}: {sorted(src)} is not played")
         env.update(self.extra_env)
         return env
 
@@ -500,7 +507,7 @@ def _field(pod: dict, path: str) -> str:
         return (meta.get(m.group(1)) or {}).get(m.group(2), "")
     if path in ("metadata.name", "metadata.namespace", "metadata.uid"):
         return meta[path.split(".")[1]]
-    raise NotImplementedError(f"fieldRef {path} is not played")
+    raise NotPlayed(f"fieldRef {path} is not played")
 
 
 def _ranges(indexes: set[int | None]) -> str:
