@@ -176,12 +176,16 @@ def test_cost_per_correct_answer(tmp_path):
     assert cell["cost_usd"] == pytest.approx(0.2) and cell["cost_per_correct"] == pytest.approx(0.02)
 
 
-def test_csv_json_and_a_self_contained_html_page(months, tmp_path, capsys):
-    # A hostile answer that flips: the page shows it as text.
+def hostile_flip(months: Path) -> None:
+    """This month's gpt-4o answers its first question with markup and script, and another option."""
     run = months / "panel-2025-02" / "gpt-4o"
     lines = [json.loads(line) for line in (run / "responses.jsonl").read_text().splitlines()]
     lines[0]["response"] = HOSTILE + " Answer: B"
     (run / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def test_csv_json_and_a_self_contained_html_page(months, tmp_path, capsys):
+    hostile_flip(months)  # the page shows it as text
     page = tmp_path / "board" / "leaderboard.html"
     page.parent.mkdir()
     two = (months / "panel-2025-01", months / "panel-2025-02")
@@ -203,10 +207,7 @@ def test_the_leaderboard_opens_offline_in_headless_chromium(months, tmp_path, ca
 
     if not CHROMIUM.exists():
         pytest.skip("headless Chromium not installed (/usr/bin/chromium; apt-get install -y chromium)")
-    run = months / "panel-2025-02" / "gpt-4o"
-    lines = [json.loads(line) for line in (run / "responses.jsonl").read_text().splitlines()]
-    lines[0]["response"] = HOSTILE + " Answer: B"
-    (run / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    hostile_flip(months)
     page = tmp_path / "leaderboard.html"
     assert run_cli("compare", months / "panel-2025-01", months / "panel-2025-02", "--html", page) == 0
     capsys.readouterr()
